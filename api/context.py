@@ -1,0 +1,70 @@
+"""Clients shared by every request, created in the lifespan and reached through typed state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.requests import Request
+
+from api.metrics import RedisCollector
+from worker.celery_app import BgworkerCelery, create_celery
+from worker.jobs import JobStore
+from worker.settings import Settings
+from worker.storage import Storage
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    redis: redis.Redis  # used from the thread pool (job records, Celery publishes)
+    aredis: aioredis.Redis  # used on the event loop (event streams, readiness)
+    store: JobStore
+    celery: BgworkerCelery
+    storage: Storage
+    metrics: CollectorRegistry
+
+
+def ctx(request: Request) -> AppContext:
+    context: AppContext = request.state.ctx
+    return context
+
+
+def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppContext]]:
+        # Short timeouts: with Redis down, a request must fail fast with 503, not hang.
+        sync_client = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=1, socket_timeout=5,
+            health_check_interval=30,
+        )
+        async_client = aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=1, health_check_interval=30,
+        )
+        storage = Storage(settings.storage_dir)
+        storage.ensure()
+        celery = create_celery(settings)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(RedisCollector(sync_client))
+        context = AppContext(
+            settings=settings,
+            redis=sync_client,
+            aredis=async_client,
+            store=JobStore(sync_client, settings.job_retention_seconds),
+            celery=celery,
+            storage=storage,
+            metrics=registry,
+        )
+        try:
+            yield {"ctx": context}
+        finally:
+            await async_client.aclose()
+            sync_client.close()
+            celery.close()
+
+    return lifespan

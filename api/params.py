@@ -1,0 +1,49 @@
+"""Checks of query parameters and headers shared by several routes (422 on anything odd)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from worker.errors import InvalidRequest
+from worker.queues import DEFAULT_QUEUE, QUEUES
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def priority(value: str | None) -> str:
+    if value is None or value == "":
+        return DEFAULT_QUEUE
+    if value not in QUEUES:
+        raise InvalidRequest(f"priority must be one of {list(QUEUES)}, not {value!r}")
+    return value
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+        )
+    return key
+
+
+def widths(value: str | None, allowed: tuple[int, ...]) -> list[int]:
+    if value is None or value == "":
+        return list(allowed)
+    try:
+        asked = sorted({int(w) for w in value.split(",") if w.strip()})
+    except ValueError:
+        raise InvalidRequest(f"widths must be comma-separated integers, not {value!r}") from None
+    bad = [w for w in asked if w not in allowed]
+    if bad or not asked:
+        raise InvalidRequest(
+            f"widths {bad or value!r} not offered; choose from {list(allowed)} "
+            "(BGWORKER_THUMBNAIL_WIDTHS)"
+        )
+    return asked
+
+
+def links(job_id: str) -> dict[str, str]:
+    return {"self": f"/v1/jobs/{job_id}", "events": f"/v1/jobs/{job_id}/events"}

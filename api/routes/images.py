@@ -1,0 +1,125 @@
+"""``POST /v1/images`` and ``GET /v1/images/{id}/{width}``: uploads, thumbnails, placeholders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from api import params
+from api.context import AppContext, ctx
+from api.errors import error_response
+from api.uploads import receive_upload
+from worker import imaging
+from worker.catalog import THUMBNAILS
+from worker.enqueue import submit
+from worker.jobs import Job, new_id, valid_id
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+async def upload(request: Request) -> Response:
+    c = ctx(request)
+    settings = c.settings
+    queue = params.priority(request.query_params.get("priority"))
+    widths = params.widths(request.query_params.get("widths"), settings.thumbnail_widths)
+    key = params.idempotency_key(request)
+    if key is not None:
+        earlier = await run_in_threadpool(c.store.find_idempotent, key)
+        if earlier is not None:
+            return _accepted(earlier)
+    temp = await receive_upload(request, c.storage, settings.max_upload_bytes)
+    try:
+        await run_in_threadpool(imaging.probe, temp, settings.max_pixels)
+        job = await run_in_threadpool(_store_and_enqueue, c, temp, widths, queue, key)
+    finally:
+        temp.unlink(missing_ok=True)
+    return _accepted(job)
+
+
+def _store_and_enqueue(
+    c: AppContext, temp: Path, widths: list[int], queue: str, key: str | None
+) -> Job:
+    job_id = new_id()
+    original = c.storage.original(job_id)
+    # The original is in place before the message exists: a worker never races the file.
+    c.storage.publish(temp, original)
+    try:
+        job, created = submit(
+            c.store, c.celery, THUMBNAILS, {"widths": widths}, queue, job_id=job_id,
+            idempotency=key,
+        )
+    except BaseException:
+        original.unlink(missing_ok=True)
+        raise
+    if not created:
+        original.unlink(missing_ok=True)
+    return job
+
+
+def _accepted(job: Job) -> JSONResponse:
+    widths = job.args.get("widths", [])
+    body = {
+        "id": job.id,
+        "state": job.state,
+        "links": {
+            **params.links(job.id),
+            "thumbnails": {str(w): f"/v1/images/{job.id}/{w}" for w in widths},
+        },
+    }
+    return JSONResponse(body, 202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+async def thumbnail(request: Request) -> Response:
+    c = ctx(request)
+    job_id = request.path_params["id"]
+    width = request.path_params["width"]
+    if not valid_id(job_id):
+        return _not_found(job_id)
+    path = c.storage.thumbnail(job_id, width)
+    if path.exists():
+        return _file(request, path)
+    job = await run_in_threadpool(c.store.get, job_id)
+    if job is None or job.kind != THUMBNAILS:
+        return _not_found(job_id)
+    if width not in job.args.get("widths", []):
+        return error_response(
+            404, "not_found", f"job {job_id} makes widths {job.args.get('widths')}, not {width}"
+        )
+    if path.exists():  # finished between our two looks
+        return _file(request, path)
+    if job.finished:
+        reason = f": {job.error['message']}" if job.error else ""
+        return error_response(
+            404, "thumbnail_unavailable", f"job {job_id} ended {job.state}{reason}"
+        )
+    return Response(
+        imaging.placeholder(width),
+        202,
+        media_type="image/webp",
+        headers={
+            "Cache-Control": "no-store",
+            "Retry-After": str(c.settings.retry_after_seconds),
+        },
+    )
+
+
+def _file(request: Request, path: Path) -> Response:
+    response = FileResponse(path, media_type="image/webp", headers={"Cache-Control": IMMUTABLE})
+    etag = response.headers.get("etag")
+    if etag and etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
+    return response
+
+
+def _not_found(job_id: str) -> Response:
+    return error_response(404, "not_found", f"no image job {job_id!r}")
+
+
+routes = [
+    Route("/v1/images", upload, methods=["POST"]),
+    Route("/v1/images/{id}/{width:int}", thumbnail, methods=["GET", "HEAD"]),
+]

@@ -1,0 +1,1 @@
+"""bgworker's domain: settings, job records, queues, storage, image processing, tasks."""

@@ -1,0 +1,190 @@
+"""The ``bgworker`` command: run the system, or one side of it, and look at its queues."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from worker.errors import BgworkerError
+from worker.queues import QUEUES
+from worker.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return int(args.run(settings, args) or 0)
+    except BgworkerError as exc:
+        print(f"bgworker: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bgworker", description="Background jobs (thumbnails first) on Celery and Redis."
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="run Redis (unless BGWORKER_REDIS_URL is set), the API and one worker")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.set_defaults(run=cmd_dev)
+
+    api = sub.add_parser("api", help="run the HTTP API in the foreground (uvicorn)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(run=cmd_api)
+
+    worker = sub.add_parser("worker", help="run a Celery worker in the foreground")
+    worker.add_argument(
+        "--queues", default=None,
+        help=f"comma-separated, from {','.join(QUEUES)} (default: BGWORKER_WORKER_QUEUES or all)",
+    )
+    worker.add_argument(
+        "--concurrency", type=int, default=None,
+        help="pool processes, one job each (default: BGWORKER_WORKER_CONCURRENCY or 1)",
+    )
+    worker.set_defaults(run=cmd_worker)
+
+    queues = sub.add_parser("queues", help="print waiting, in-flight and dead job counts")
+    queues.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    queues.set_defaults(run=cmd_queues)
+
+    dead = sub.add_parser("dead", help="list the dead-letter set, or replay a dead job")
+    dead.add_argument("replay", nargs="*", metavar="JOB_ID", help="job ids to re-enqueue")
+    dead.set_defaults(run=cmd_dead)
+    return parser
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    # In-process: uvicorn's own SIGTERM handling is what stops this process.
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=10,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.run import run_worker
+
+    queues = settings.worker_queues
+    if args.queues is not None:
+        queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
+        settings = settings.replace(worker_queues=queues)
+        settings.check()
+    run_worker(settings, queues, args.concurrency or settings.worker_concurrency)
+    return 0
+
+
+def cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
+
+    from worker.queues import report
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    try:
+        data = report(client)
+    except redis.ConnectionError as exc:
+        print(f"bgworker: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"{'QUEUE':<10} {'WAITING':>8} {'OLDEST(s)':>10}")
+    for name, q in data["queues"].items():  # type: ignore[attr-defined]
+        print(f"{name:<10} {q['waiting']:>8} {q['oldest_age_seconds']:>10.1f}")
+    print(f"in flight: {data['in_flight']}   dead: {data['dead']}")
+    return 0
+
+
+def cmd_dead(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
+
+    from worker.celery_app import create_celery
+    from worker.enqueue import replay_dead
+    from worker.jobs import JobStore
+
+    store = JobStore(
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2),
+        settings.job_retention_seconds,
+    )
+    if args.replay:
+        celery = create_celery(settings)
+        for job_id in args.replay:
+            job = replay_dead(store, celery, job_id)
+            print(f"{job.id} re-enqueued on {job.queue}")
+        return 0
+    for job in store.dead():
+        message = job.error["message"] if job.error else ""
+        print(f"{job.id}  {job.kind:<18} attempts={job.attempts}  {message}")
+    return 0
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    """The embedded default: everything on this machine, stopped cleanly by Ctrl-C."""
+    from worker.redis_server import RedisServer
+
+    server = None
+    env = dict(os.environ)
+    if not settings.redis_url_from_env:
+        server = RedisServer(settings.state_dir / "redis")
+        server.start()
+        env["BGWORKER_REDIS_URL"] = server.url
+        print(f"bgworker: started redis-server on {server.url} (data in {server.data_dir})")
+    env.setdefault("BGWORKER_STATE_DIR", str(settings.state_dir))
+    command = [sys.executable, "-m", "worker.cli"]
+    # Own sessions: Ctrl-C reaches only this process, which stops the others in order
+    # (worker first, so it can finish its job while Redis is still up).
+    worker = subprocess.Popen([*command, "worker"], env=env, start_new_session=True)
+    api = subprocess.Popen(
+        [*command, "api", "--host", args.host, "--port", str(args.port)], env=env,
+        start_new_session=True,
+    )
+    print(f"bgworker: API on http://{args.host}:{args.port}  (Ctrl-C stops everything)", flush=True)
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop and worker.poll() is None and api.poll() is None:
+            time.sleep(0.2)
+    finally:
+        print("bgworker: stopping worker, API and Redis...", flush=True)
+        for proc in (worker, api):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (worker, api):
+            try:
+                proc.wait(settings.shutdown_timeout + 15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if server is not None:
+            server.stop()
+    failed = [p.args[3] for p in (worker, api) if p.returncode not in (0, -signal.SIGTERM)]  # type: ignore[index]
+    return 1 if failed and not stop else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

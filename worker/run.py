@@ -1,0 +1,35 @@
+"""``bgworker worker``: this process becomes the Celery worker's main process.
+
+No wrapper stays between the container runtime and Celery: SIGTERM sent to this PID
+is Celery's own warm shutdown (with our deadline, see :mod:`worker.shutdown`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+
+from worker import shutdown
+from worker.celery_app import create_celery
+from worker.queues import QUEUES
+from worker.settings import Settings
+
+
+def run_worker(settings: Settings, queues: Sequence[str], concurrency: int) -> None:
+    settings.storage_dir.mkdir(parents=True, exist_ok=True)
+    app = create_celery(settings, with_tasks=True)
+    shutdown.install(settings.shutdown_timeout)
+    argv = [
+        "worker",
+        # Listed in priority order whatever order the caller gave: kombu's "priority"
+        # strategy empties the first queue before it looks at the next.
+        "--queues", ",".join(q for q in QUEUES if q in queues),
+        "--concurrency", str(concurrency),
+        "--pool", "prefork",
+        "--loglevel", settings.log_level,
+        "--hostname", f"bgworker-{os.getpid()}@{socket.gethostname()}",
+        # Mingle and gossip cost a second at start and broadcast traffic; we use neither.
+        "--without-mingle", "--without-gossip", "--without-heartbeat",
+    ]
+    app.worker_main(argv)

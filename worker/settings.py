@@ -1,0 +1,237 @@
+"""Every setting of bgworker, read once from ``BGWORKER_*`` environment variables.
+
+This is the only module that reads ``os.environ``. A value that cannot be used, or a
+``BGWORKER_`` variable we do not know (a typo would otherwise be ignored silently),
+raises :class:`SettingsError` naming the variable, so a misconfigured pod fails at
+start-up instead of misbehaving later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from worker.errors import SettingsError
+from worker.queues import QUEUES
+
+PREFIX = "BGWORKER_"
+T = TypeVar("T")
+
+# Seconds added on top of the longest a message may legitimately sit unacknowledged
+# (hard time limit + longest countdown) before kombu hands it to another worker.
+VISIBILITY_MARGIN = 30
+
+
+@dataclass(frozen=True)
+class TimeLimits:
+    """Celery soft and hard time limits of one task, in seconds."""
+
+    soft: int
+    hard: int
+
+
+# Defaults per task; BGWORKER_TASK_TIME_LIMITS overrides them (and the global pair
+# BGWORKER_SOFT_TIME_LIMIT / BGWORKER_TIME_LIMIT covers tasks not named here).
+DEFAULT_TASK_TIME_LIMITS: dict[str, TimeLimits] = {
+    "images.thumbnails": TimeLimits(soft=60, hard=90),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed configuration; build it with :meth:`from_env`."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url_from_env: bool = False
+    state_dir: Path = Path(".bgworker")
+    storage_dir: Path = Path(".bgworker/storage")
+    thumbnail_widths: tuple[int, ...] = (320, 640, 1280)
+    thumbnail_quality: int = 80
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    job_retention_seconds: int = 7 * 24 * 3600
+    max_retries: int = 5
+    retry_backoff_max: int = 60
+    max_delay_seconds: int = 300
+    soft_time_limit: int = 240
+    time_limit: int = 300
+    task_time_limits: Mapping[str, TimeLimits] = field(
+        default_factory=lambda: dict(DEFAULT_TASK_TIME_LIMITS)
+    )
+    shutdown_timeout: int = 30
+    restore_interval: int = 10
+    worker_queues: tuple[str, ...] = QUEUES
+    worker_concurrency: int = 1
+    max_tasks_per_child: int = 0
+    max_memory_per_child: int = 0
+    debug_tasks: bool = False
+    log_level: str = "INFO"
+    retry_after_seconds: int = 2
+    sse_keepalive_seconds: int = 15
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings, failing with a message naming any bad variable."""
+        env = os.environ if environ is None else environ
+        known = {PREFIX + name.upper() for name in _ENV_FIELDS}
+        unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting(s) {', '.join(unknown)}; known ones are: "
+                + ", ".join(sorted(known))
+            )
+        values: dict[str, object] = {}
+        for name, parse in _ENV_FIELDS.items():
+            var = PREFIX + name.upper()
+            if var in env:
+                try:
+                    values[name] = parse(env[var])
+                except (ValueError, TypeError) as exc:
+                    raise SettingsError(f"{var}={env[var]!r} is not valid: {exc}") from None
+        if "storage_dir" not in values and "state_dir" in values:
+            values["storage_dir"] = Path(str(values["state_dir"])) / "storage"
+        values["redis_url_from_env"] = "redis_url" in values
+        if "task_time_limits" in values:
+            merged = dict(DEFAULT_TASK_TIME_LIMITS)
+            merged.update(values["task_time_limits"])  # type: ignore[call-overload]
+            values["task_time_limits"] = merged
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Cross-field rules that single-variable parsing cannot see."""
+        if self.soft_time_limit >= self.time_limit:
+            raise SettingsError(
+                f"BGWORKER_SOFT_TIME_LIMIT ({self.soft_time_limit}) must be below "
+                f"BGWORKER_TIME_LIMIT ({self.time_limit}) so a task can clean up before it is killed"
+            )
+        for task, limits in self.task_time_limits.items():
+            if limits.soft >= limits.hard:
+                raise SettingsError(
+                    f"BGWORKER_TASK_TIME_LIMITS: {task} soft limit {limits.soft} must be below "
+                    f"its hard limit {limits.hard}"
+                )
+        bad = [q for q in self.worker_queues if q not in QUEUES]
+        if bad:
+            raise SettingsError(
+                f"BGWORKER_WORKER_QUEUES names unknown queue(s) {bad}; use some of {list(QUEUES)}"
+            )
+
+    def limits_for(self, task: str) -> TimeLimits:
+        """Time limits of one task (its own, else the global pair)."""
+        return self.task_time_limits.get(task, TimeLimits(self.soft_time_limit, self.time_limit))
+
+    @property
+    def longest_time_limit(self) -> int:
+        return max([self.time_limit, *(t.hard for t in self.task_time_limits.values())])
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Seconds a taken-but-unacknowledged message waits before redelivery.
+
+        Derived, never set: it must exceed the longest a healthy worker holds a message
+        (hard time limit, plus a countdown or retry backoff that Celery keeps in memory),
+        or a running job would be handed to a second worker. Anything longer only slows
+        recovery after a SIGKILL.
+        """
+        return (
+            self.longest_time_limit
+            + max(self.max_delay_seconds, self.retry_backoff_max)
+            + VISIBILITY_MARGIN
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _positive(parse: Callable[[str], T], minimum: int = 1) -> Callable[[str], T]:
+    def check(raw: str) -> T:
+        value = parse(raw)
+        if value < minimum:  # type: ignore[operator]
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return check
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
+def _widths(raw: str) -> tuple[int, ...]:
+    widths = tuple(sorted({int(w) for w in raw.split(",") if w.strip()}))
+    if not widths or any(w < 16 or w > 8192 for w in widths):
+        raise ValueError("expected a comma-separated list of widths between 16 and 8192")
+    return widths
+
+
+def _queues(raw: str) -> tuple[str, ...]:
+    queues = tuple(q.strip() for q in raw.split(",") if q.strip())
+    if not queues:
+        raise ValueError(f"expected a comma-separated list of queues from {list(QUEUES)}")
+    return queues
+
+
+def _time_limits(raw: str) -> dict[str, TimeLimits]:
+    """``{"task.name": [soft, hard], ...}`` as JSON."""
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError('expected JSON like {"images.thumbnails": [60, 90]}')
+    limits = {}
+    for task, pair in data.items():
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int) for v in pair)):
+            raise ValueError(f"{task}: expected [soft_seconds, hard_seconds]")
+        limits[task] = TimeLimits(soft=pair[0], hard=pair[1])
+    return limits
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+_ENV_FIELDS: dict[str, Callable[[str], object]] = {
+    "redis_url": _redis_url,
+    "state_dir": Path,
+    "storage_dir": Path,
+    "thumbnail_widths": _widths,
+    "thumbnail_quality": _positive(int),
+    "max_upload_bytes": _positive(int),
+    "max_pixels": _positive(int),
+    "job_retention_seconds": _positive(int, 60),
+    "max_retries": _positive(int, 0),
+    "retry_backoff_max": _positive(int),
+    "max_delay_seconds": _positive(int, 0),
+    "soft_time_limit": _positive(int),
+    "time_limit": _positive(int),
+    "task_time_limits": _time_limits,
+    "shutdown_timeout": _positive(int),
+    "restore_interval": _positive(int),
+    "worker_queues": _queues,
+    "worker_concurrency": _positive(int),
+    "max_tasks_per_child": _positive(int, 0),
+    "max_memory_per_child": _positive(int, 0),
+    "debug_tasks": _bool,
+    "log_level": _log_level,
+    "retry_after_seconds": _positive(int),
+    "sse_keepalive_seconds": _positive(int),
+}
