@@ -22,9 +22,6 @@ from worker.queues import QUEUES
 PREFIX = "BGWORKER_"
 T = TypeVar("T")
 
-# Seconds added on top of the longest a message may legitimately sit unacknowledged
-# (hard time limit + longest countdown) before kombu hands it to another worker.
-VISIBILITY_MARGIN = 30
 
 
 @dataclass(frozen=True)
@@ -65,6 +62,9 @@ class Settings:
     )
     shutdown_timeout: int = 30
     restore_interval: int = 10
+    # Seconds added on top of the longest a message may legitimately sit unacknowledged
+    # (hard time limit + longest countdown) before kombu hands it to another worker.
+    visibility_margin: int = 30
     worker_queues: tuple[str, ...] = QUEUES
     worker_concurrency: int = 1
     max_tasks_per_child: int = 0
@@ -143,7 +143,7 @@ class Settings:
         return (
             self.longest_time_limit
             + max(self.max_delay_seconds, self.retry_backoff_max)
-            + VISIBILITY_MARGIN
+            + self.visibility_margin
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -226,6 +226,7 @@ _ENV_FIELDS: dict[str, Callable[[str], object]] = {
     "task_time_limits": _time_limits,
     "shutdown_timeout": _positive(int),
     "restore_interval": _positive(int),
+    "visibility_margin": _positive(int),
     "worker_queues": _queues,
     "worker_concurrency": _positive(int),
     "max_tasks_per_child": _positive(int, 0),

@@ -1,0 +1,108 @@
+"""Fixtures: a private redis-server per test, settings pointing at it, the API, workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from tests.helpers import WorkerProcess
+from worker.celery_app import create_celery
+from worker.jobs import JobStore
+from worker.redis_server import RedisServer
+from worker.settings import Settings
+
+# Small limits keep the redelivery after a SIGKILL (visibility timeout = hard limit +
+# longest countdown + margin = 10 + 1 + 1 s) short enough for a test.
+TEST_ENV = {
+    "BGWORKER_DEBUG_TASKS": "1",
+    "BGWORKER_SHUTDOWN_TIMEOUT": "3",
+    "BGWORKER_SOFT_TIME_LIMIT": "9",
+    "BGWORKER_TIME_LIMIT": "10",
+    "BGWORKER_TASK_TIME_LIMITS": '{"images.thumbnails": [9, 10]}',
+    "BGWORKER_MAX_RETRIES": "2",
+    "BGWORKER_RETRY_BACKOFF_MAX": "1",
+    "BGWORKER_MAX_DELAY_SECONDS": "1",
+    "BGWORKER_VISIBILITY_MARGIN": "1",
+    "BGWORKER_RESTORE_INTERVAL": "1",
+    "BGWORKER_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+    "BGWORKER_MAX_PIXELS": "30000000",
+    "BGWORKER_LOG_LEVEL": "INFO",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own BGWORKER_* variables must not leak into the tests."""
+    for key in list(os.environ):
+        if key.startswith("BGWORKER_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def env(redis_server: RedisServer, tmp_path: Path) -> dict[str, str]:
+    """Environment of every process of this test (API, workers)."""
+    return {
+        **TEST_ENV,
+        "BGWORKER_REDIS_URL": redis_server.url,
+        "BGWORKER_STATE_DIR": str(tmp_path / "state"),
+    }
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+def rclient(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(rclient: redis.Redis, settings: Settings) -> JobStore:
+    return JobStore(rclient, settings.job_retention_seconds)
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
+    """The real Starlette app with its lifespan, over HTTP semantics (httpx)."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def start_worker(env: dict[str, str]) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``bgworker worker`` subprocesses; all are killed at the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, ready: bool = True, **extra_env: str) -> WorkerProcess:
+        proc = WorkerProcess({**env, **extra_env}, *args)
+        started.append(proc)
+        return proc.wait_ready() if ready else proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def celery_app(settings: Settings):  # type: ignore[no-untyped-def]
+    app = create_celery(settings)
+    yield app
+    app.close()

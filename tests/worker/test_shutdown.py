@@ -1,0 +1,121 @@
+"""Nothing lost: SIGTERM, a shutdown deadline, SIGKILL, signals to the wrong processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.helpers import queue_lengths, wait_for, wait_state
+from worker.enqueue import submit
+from worker.jobs import STATS_STATES
+
+pytestmark = pytest.mark.slow
+
+
+def sleep_job(store, celery_app, seconds: float) -> str:
+    job, _ = submit(store, celery_app, "debug.sleep", {"seconds": seconds}, "default")
+    return job.id
+
+
+def successes(rclient) -> int:
+    return int(rclient.hget(STATS_STATES, "succeeded") or 0)
+
+
+def test_sigterm_finishes_the_job_in_hand_and_exits_0(start_worker, store, celery_app, rclient, settings):
+    worker = start_worker()
+    job_id = sleep_job(store, celery_app, 2)
+    wait_state(store, job_id, "running")
+    t0 = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=settings.shutdown_timeout + 10) == 0, worker.output
+    elapsed = time.monotonic() - t0
+    job = store.require(job_id)
+    assert job.state == "succeeded", worker.output
+    assert job.attempts == 1
+    # It left as soon as the job was done, not after the whole shutdown timeout.
+    assert elapsed < settings.shutdown_timeout + 2
+    assert queue_lengths(rclient)["default"] == 0
+    assert rclient.hlen("unacked") == 0, "the finished job's message must be acknowledged"
+
+
+def test_job_longer_than_the_deadline_is_requeued_and_finished_by_another_worker(
+    start_worker, store, celery_app, rclient, settings
+):
+    first = start_worker()
+    job_id = sleep_job(store, celery_app, 6)
+    wait_state(store, job_id, "running")
+    t0 = time.monotonic()
+    first.signal(signal.SIGTERM)
+    first.wait(timeout=settings.shutdown_timeout + 15)
+    assert time.monotonic() - t0 < settings.shutdown_timeout + 10, first.output
+    assert "Restoring 1 unacknowledged message" in first.output, first.output
+    # Back on its queue, waiting: visible to KEDA's LLEN again.
+    assert queue_lengths(rclient)["default"] == 1
+    assert store.require(job_id).state == "running"  # the record still shows the interrupted run
+
+    start_worker()
+    job = wait_state(store, job_id, "succeeded", "failed", "dead", timeout=30)
+    assert job.state == "succeeded"
+    assert job.attempts == 2
+    assert successes(rclient) == 1
+
+
+def test_sigkill_mid_job_is_redelivered_after_the_visibility_timeout(
+    start_worker, store, celery_app, rclient, settings
+):
+    first = start_worker()
+    job_id = sleep_job(store, celery_app, 3)
+    wait_state(store, job_id, "running")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=10)
+    # The message waits in kombu's unacked hash, not in the list.
+    assert rclient.hlen("unacked") == 1
+    killed_at = time.monotonic()
+
+    start_worker()
+    job = wait_state(store, job_id, "succeeded", timeout=settings.visibility_timeout + 30)
+    assert job.attempts == 2
+    assert time.monotonic() - killed_at >= settings.visibility_timeout - 1
+    assert successes(rclient) == 1
+    assert rclient.hlen("unacked") == 0
+
+
+def test_sigterm_to_the_whole_process_group_still_finishes_the_job(
+    start_worker, store, celery_app, settings
+):
+    worker = start_worker()
+    job_id = sleep_job(store, celery_app, 2)
+    wait_state(store, job_id, "running")
+    os.killpg(worker.pid, signal.SIGTERM)  # what an init that signals the group would do
+    assert worker.wait(timeout=settings.shutdown_timeout + 10) == 0, worker.output
+    job = store.require(job_id)
+    assert job.state == "succeeded", worker.output
+    assert job.attempts == 1
+
+
+def test_sigterm_to_a_pool_child_does_not_stop_the_worker_nor_lose_the_job(
+    start_worker, store, celery_app, rclient
+):
+    worker = start_worker()
+    job_id = sleep_job(store, celery_app, 2)
+    wait_state(store, job_id, "running")
+    children = wait_for(worker.children, what="pool child")
+    os.kill(children[0], signal.SIGTERM)
+    job = wait_state(store, job_id, "succeeded", timeout=30)
+    assert worker.proc.poll() is None, "the worker itself must keep running"
+    assert job.attempts >= 1
+    assert successes(rclient) == 1
+    # And it keeps serving new work.
+    again = sleep_job(store, celery_app, 0)
+    wait_state(store, again, "succeeded")
+
+
+def test_idle_worker_exits_at_once_on_sigterm(start_worker, settings):
+    worker = start_worker()
+    t0 = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+    assert time.monotonic() - t0 < settings.shutdown_timeout
