@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
@@ -108,7 +109,10 @@ async def thumbnail(request: Request) -> Response:
 
 
 def _file(request: Request, path: Path) -> Response:
-    response = FileResponse(path, media_type="image/webp", headers={"Cache-Control": IMMUTABLE})
+    response = FileResponse(
+        path, media_type="image/webp", headers={"Cache-Control": IMMUTABLE},
+        stat_result=os.stat(path),  # sets ETag now, so we can answer If-None-Match
+    )
     etag = response.headers.get("etag")
     if etag and etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers={"ETag": etag, "Cache-Control": IMMUTABLE})

@@ -1,0 +1,154 @@
+"""Upload → placeholder → thumbnails, and every bad upload refused with nothing queued."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from tests import factories
+from tests.helpers import queue_lengths, wait_state
+
+
+def _nothing_queued(rclient, settings) -> None:
+    assert queue_lengths(rclient) == {"critical": 0, "default": 0, "low": 0}
+    assert not list(rclient.scan_iter("bgworker:job:*"))
+    storage = settings.storage_dir
+    assert not any((storage / "originals").rglob("*")), "no original may be left behind"
+    assert not any((storage / "tmp").iterdir()), "no temporary upload may be left behind"
+
+
+def test_upload_placeholder_then_thumbnails_without_exif(api, start_worker, store, settings):
+    # Stored 1600x1200 with orientation 6: displayed as 1200x1600 (portrait).
+    body = factories.photo_jpeg(1600, 1200, orientation=6)
+    resp = api.post("/v1/images", content=body, headers={"Content-Type": "image/jpeg"})
+    assert resp.status_code == 202, resp.text
+    data = resp.json()
+    job_id = data["id"]
+    assert data["state"] == "queued"
+    assert data["links"]["self"] == f"/v1/jobs/{job_id}"
+    assert set(data["links"]["thumbnails"]) == {"320", "640", "1280"}
+
+    # No worker yet: a placeholder, never cached.
+    placeholder = api.get(data["links"]["thumbnails"]["640"])
+    assert placeholder.status_code == 202
+    assert placeholder.headers["content-type"] == "image/webp"
+    assert placeholder.headers["cache-control"] == "no-store"
+    assert int(placeholder.headers["retry-after"]) >= 1
+    assert Image.open(io.BytesIO(placeholder.content)).format == "WEBP"
+
+    start_worker()
+    job = wait_state(store, job_id, "succeeded", "failed", timeout=60)
+    assert job.state == "succeeded", job.error
+
+    for width in (320, 640, 1280):
+        resp = api.get(f"/v1/images/{job_id}/{width}")
+        assert resp.status_code == 200
+        assert resp.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert resp.headers["etag"]
+        img = Image.open(io.BytesIO(resp.content))
+        assert img.format == "WEBP"
+        expected_width = min(width, 1200)
+        assert img.size == (expected_width, round(expected_width * 1600 / 1200))
+        assert not img.getexif(), "EXIF (with GPS) must be stripped"
+        assert b"Exif" not in resp.content
+        again = api.get(f"/v1/images/{job_id}/{width}", headers={"If-None-Match": resp.headers["etag"]})
+        assert again.status_code == 304
+
+    record = api.get(f"/v1/jobs/{job_id}").json()
+    assert record["state"] == "succeeded"
+    assert record["progress"] == 100
+    assert record["result"]["thumbnails"]["320"]["width"] == 320
+    assert api.get(f"/v1/images/{job_id}/999").status_code == 404
+
+
+def test_multipart_upload_with_chosen_widths_and_priority(api, rclient):
+    resp = api.post(
+        "/v1/images?widths=320&priority=critical",
+        files={"file": ("holiday.jpg", factories.photo_jpeg(400, 300), "image/jpeg")},
+    )
+    assert resp.status_code == 202, resp.text
+    assert list(resp.json()["links"]["thumbnails"]) == ["320"]
+    assert queue_lengths(rclient) == {"critical": 1, "default": 0, "low": 0}
+
+
+def test_idempotency_key_returns_the_same_job(api, rclient):
+    headers = {"Idempotency-Key": "upload-42", "Content-Type": "image/png"}
+    first = api.post("/v1/images", content=factories.png(), headers=headers)
+    second = api.post("/v1/images", content=factories.png(), headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    assert queue_lengths(rclient)["default"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code"),
+    [
+        (factories.SVG, "image/jpeg", 415, "unsupported_media_type"),
+        (factories.PDF, "image/png", 415, "unsupported_media_type"),
+        (factories.MVG, "image/jpeg", 415, "unsupported_media_type"),
+        (b"BM" + b"\0" * 100, "image/bmp", 415, "unsupported_media_type"),
+        (b"\x89PNG\r\n\x1a\n" + b"garbage" * 20, "image/png", 422, "invalid_image"),
+        (factories.png_claiming(20000, 20000), "image/png", 422, "too_many_pixels"),
+        (b"", "image/png", 422, "invalid_request"),
+    ],
+    ids=["svg", "pdf", "mvg", "bmp", "corrupt-png", "bomb", "empty"],
+)
+def test_bad_upload_is_refused_and_nothing_is_queued(
+    api, rclient, settings, body, content_type, status, code
+):
+    resp = api.post("/v1/images", content=body, headers={"Content-Type": content_type})
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    _nothing_queued(rclient, settings)
+
+
+def test_too_large_upload_is_refused_early(api, rclient, settings):
+    limit = settings.max_upload_bytes
+    resp = api.post("/v1/images", content=b"\xff\xd8\xff" + b"\0" * limit)
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "payload_too_large"
+
+    # Streamed without a Content-Length: counted as it arrives.
+    def chunks():
+        yield b"\xff\xd8\xff"
+        for _ in range(limit // 65536 + 2):
+            yield b"\0" * 65536
+
+    resp = api.post("/v1/images", content=chunks())
+    assert resp.status_code == 413
+    resp = api.post(
+        "/v1/images", files={"file": ("big.jpg", b"\xff\xd8\xff" + b"\0" * limit, "image/jpeg")}
+    )
+    assert resp.status_code == 413
+    _nothing_queued(rclient, settings)
+
+
+def test_bad_query_parameters_are_refused_before_the_body_is_read(api, rclient, settings):
+    for query in ("widths=100", "widths=abc", "priority=urgent"):
+        resp = api.post(f"/v1/images?{query}", content=factories.png())
+        assert resp.status_code == 422, query
+        assert resp.json()["error"]["code"] == "invalid_request"
+    resp = api.post("/v1/images", files={"photo": ("x.png", factories.png(), "image/png")})
+    assert resp.status_code == 422
+    _nothing_queued(rclient, settings)
+
+
+def test_corrupt_jpeg_fails_in_the_worker_with_a_clear_error(api, start_worker, store):
+    good = factories.photo_jpeg(800, 600)
+    truncated = good[: len(good) // 3]
+    resp = api.post("/v1/images", content=truncated)
+    assert resp.status_code == 202, resp.text
+    start_worker()
+    job = wait_state(store, resp.json()["id"], "failed", "succeeded", "dead")
+    assert job.state == "failed"
+    assert job.attempts == 1, "a corrupt image is not retried"
+    assert job.error is not None
+    assert job.error["code"] == "invalid_image"
+    assert "corrupt" in job.error["message"] or "truncated" in job.error["message"]
+    gone = api.get(f"/v1/images/{job.id}/320")
+    assert gone.status_code == 404
+    assert gone.json()["error"]["code"] == "thumbnail_unavailable"

@@ -1,0 +1,176 @@
+"""Generic jobs: validation, queues as plain lists, records, events, cancellation, outages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests import factories
+from tests.helpers import queue_lengths, wait_for, wait_state
+
+
+def post_job(api, task="debug.sleep", args=None, **extra):
+    return api.post("/v1/jobs", json={"task": task, "args": args or {}, **extra})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"task": "no.such.task"},
+        {"task": "debug.sleep", "args": {"seconds": "long"}},
+        {"task": "debug.sleep", "args": {"seconds": 1, "extra": True}},
+        {"task": "debug.sleep", "args": []},
+        {"task": "debug.sleep", "priority": "urgent"},
+        {"task": "debug.sleep", "delay_seconds": -1},
+        {"task": "debug.sleep", "colour": "red"},
+        {"args": {}},
+        ["debug.sleep"],
+    ],
+)
+def test_invalid_job_is_refused_and_nothing_is_queued(api, rclient, body):
+    resp = api.post("/v1/jobs", json=body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["code"] == "invalid_request"
+    assert queue_lengths(rclient) == {"critical": 0, "default": 0, "low": 0}
+    assert not list(rclient.scan_iter("bgworker:job:*"))
+
+
+def test_malformed_json_is_a_clear_422(api):
+    resp = api.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert resp.status_code == 422
+    assert "JSON" in resp.json()["error"]["message"]
+
+
+def test_debug_tasks_exist_only_when_enabled(settings):
+    from starlette.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(settings.replace(debug_tasks=False))) as client:
+        resp = post_job(client, args={"seconds": 1})
+    assert resp.status_code == 422
+    assert "BGWORKER_DEBUG_TASKS" in resp.json()["error"]["message"]
+
+
+def test_each_queue_is_one_plain_list_whose_length_is_the_waiting_jobs(api, rclient):
+    counts = {"critical": 2, "default": 3, "low": 4}
+    for queue, n in counts.items():
+        for _ in range(n):
+            assert post_job(api, args={"seconds": 1}, priority=queue).status_code == 202
+    # LLEN <queue> is what a KEDA redis trigger with listName=<queue> sees.
+    assert queue_lengths(rclient) == counts
+    lists = {k.decode() for k in rclient.scan_iter() if rclient.type(k) == b"list"}
+    assert lists == set(counts), "no priority sub-lists or prefixed copies of a queue"
+    assert api.get("/v1/queues").json()["queues"]["low"]["waiting"] == 4
+
+
+def test_record_shape_and_missing_job(api):
+    resp = post_job(api, args={"seconds": 1})
+    assert resp.status_code == 202
+    assert resp.headers["location"] == f"/v1/jobs/{resp.json()['id']}"
+    record = api.get(resp.json()["links"]["self"]).json()
+    assert set(record) == {
+        "id", "kind", "state", "progress", "attempts", "created_at", "started_at",
+        "finished_at", "error", "result",
+    }
+    assert record["state"] == "queued" and record["kind"] == "debug.sleep"
+    missing = api.get("/v1/jobs/" + "0" * 32)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert api.get("/v1/jobs/../../etc/passwd").status_code == 404
+
+
+def test_idempotency_key_on_jobs(api, rclient):
+    headers = {"Idempotency-Key": "nightly-report-2026-11-24"}
+    first = api.post("/v1/jobs", json={"task": "debug.noop"}, headers=headers)
+    second = api.post("/v1/jobs", json={"task": "debug.noop"}, headers=headers)
+    assert first.json()["id"] == second.json()["id"]
+    assert queue_lengths(rclient)["default"] == 1
+
+
+def test_events_stream_progress_and_end_at_a_terminal_state(api, start_worker):
+    job_id = post_job(api, args={"seconds": 2}).json()["id"]
+    start_worker()
+    events = []
+    with api.stream("GET", f"/v1/jobs/{job_id}/events") as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    # The stream closed by itself after the final state.
+    states = [e["state"] for e in events]
+    assert states[-1] == "succeeded"
+    assert "running" in states
+    progress = [e["progress"] for e in events if e["state"] == "running"]
+    assert progress == sorted(progress) and len(set(progress)) >= 2
+
+
+def test_cancel_a_queued_job_and_the_worker_skips_it(api, start_worker, store, rclient):
+    job_id = post_job(api, args={"seconds": 5}).json()["id"]
+    resp = api.delete(f"/v1/jobs/{job_id}")
+    assert resp.status_code == 200
+    assert resp.json()["state"] == "cancelled"
+    start_worker()
+    wait_for(lambda: queue_lengths(rclient)["default"] == 0 and rclient.hlen("unacked") == 0,
+             what="the cancelled job's message to be consumed")
+    job = store.require(job_id)
+    assert job.state == "cancelled"
+    assert job.attempts == 0, "the body never ran"
+    again = api.delete(f"/v1/jobs/{job_id}")
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "conflict"
+
+
+def test_cancel_a_running_job_stops_it(api, start_worker, store):
+    start_worker()
+    job_id = post_job(api, args={"seconds": 8}).json()["id"]
+    wait_state(store, job_id, "running")
+    assert api.delete(f"/v1/jobs/{job_id}").status_code == 200
+    # The body notices at its next progress step and stops; the record stays cancelled.
+    follow = post_job(api, task="debug.noop").json()["id"]
+    wait_state(store, follow, "succeeded", timeout=15)
+    assert store.require(job_id).state == "cancelled"
+
+
+def test_redis_down_gives_503_then_recovers_without_restarting_the_api(api, redis_server, rclient):
+    assert api.get("/readyz").status_code == 200
+    redis_server.stop()
+    for resp in (
+        post_job(api, args={"seconds": 1}),
+        api.get("/v1/jobs/" + "a" * 32),
+        api.get("/readyz"),
+        api.get("/v1/queues"),
+        api.post("/v1/images", content=factories.png()),
+    ):
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["error"]["code"] == "broker_unavailable"
+        assert int(resp.headers["retry-after"]) > 0
+    assert api.get("/healthz").status_code == 200, "the process itself is alive"
+
+    redis_server.start()
+    wait_for(lambda: api.get("/readyz").status_code == 200, what="readiness after Redis restart")
+    resp = post_job(api, args={"seconds": 1})
+    assert resp.status_code == 202
+    assert queue_lengths(rclient)["default"] == 1
+
+
+def test_metrics_expose_depths_states_dead_letters_and_durations(api, start_worker, store):
+    post_job(api, args={"seconds": 1}, priority="low")
+    text = api.get("/metrics").text
+    assert 'bgworker_queue_depth{queue="low"} 1.0' in text
+    assert 'bgworker_queue_oldest_age_seconds{queue="low"}' in text
+    start_worker("--queues", "critical,default")
+    done = post_job(api, task="debug.noop").json()["id"]
+    wait_state(store, done, "succeeded")
+    text = api.get("/metrics").text
+    for name in (
+        'bgworker_jobs_total{state="succeeded"} 1.0',
+        "bgworker_dead_letter_size 0.0",
+        'bgworker_job_duration_seconds_count{task="debug.noop"} 1.0',
+        "bgworker_jobs_in_flight",
+        "# TYPE bgworker_job_failures_total counter",
+    ):
+        assert name in text, name
+    assert 'bgworker_queue_depth{queue="low"} 1.0' in text, "the low queue is not consumed"
