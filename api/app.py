@@ -14,6 +14,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     return Starlette(
         routes=[*images.routes, *jobs.routes, *ops.routes],
-        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=HANDLERS,
         lifespan=lifespan_for(settings),
     )

@@ -40,11 +40,15 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppContext]]:
         # Short timeouts: with Redis down, a request must fail fast with 503, not hang.
         sync_client = redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=1, socket_timeout=5,
+            settings.redis_url,
+            socket_connect_timeout=1,
+            socket_timeout=5,
             health_check_interval=30,
         )
         async_client = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=1, health_check_interval=30,
+            settings.redis_url,
+            socket_connect_timeout=1,
+            health_check_interval=30,
         )
         storage = Storage(settings.storage_dir)
         storage.ensure()

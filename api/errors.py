@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
@@ -36,8 +38,9 @@ async def on_broker_error(request: Request, exc: Exception) -> Response:
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
+    headers = dict(exc.headers) if exc.headers else None
     return error_response(
-        exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), exc.headers
+        exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -32,7 +33,7 @@ async def stream_events(request: Request, job_id: str) -> Response:
     pipe = client.pipeline(transaction=True)
     pipe.hgetall(job_key(job_id))
     pipe.xrevrange(events_key(job_id), count=1)
-    record, last = await pipe.execute()
+    record, last = await pipe.execute()  # both replies typed Any by redis-py
     if not record:
         raise NotFound(f"no job {job_id!r}: the id is wrong, or the record expired")
     resume = request.headers.get("last-event-id")
@@ -49,7 +50,7 @@ async def stream_events(request: Request, job_id: str) -> Response:
             if job.finished:
                 return
         while True:
-            reply = await client.xread({events_key(job_id): cursor}, block=keepalive_ms)
+            reply: Any = await client.xread({events_key(job_id): cursor}, block=keepalive_ms)
             if not reply:
                 if await request.is_disconnected():
                     return

@@ -30,11 +30,14 @@ class RedisCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
-            "bgworker_queue_depth", "Jobs waiting in each queue (LLEN of its list)", labels=["queue"]
+            "bgworker_queue_depth",
+            "Jobs waiting in each queue (LLEN of its list)",
+            labels=["queue"],
         )
         age = GaugeMetricFamily(
             "bgworker_queue_oldest_age_seconds",
-            "Age of the oldest job waiting in each queue (0 when empty)", labels=["queue"],
+            "Age of the oldest job waiting in each queue (0 when empty)",
+            labels=["queue"],
         )
         for q in read_depths(self.client):
             depth.add_metric([q.name], q.waiting)
@@ -42,25 +45,28 @@ class RedisCollector(Collector):
         yield depth
         yield age
         yield GaugeMetricFamily(
-            "bgworker_jobs_in_flight", "Jobs taken by a worker and not yet acknowledged",
+            "bgworker_jobs_in_flight",
+            "Jobs taken by a worker and not yet acknowledged",
             value=in_flight(self.client),
         )
         yield GaugeMetricFamily(
-            "bgworker_dead_letter_size", "Jobs in the dead-letter set",
+            "bgworker_dead_letter_size",
+            "Jobs in the dead-letter set",
             value=self.client.zcard(DEAD_SET),
         )
         states = CounterMetricFamily(
             "bgworker_jobs", "Jobs that entered each state", labels=["state"]
         )
         for state, count in sorted(self.client.hgetall(STATS_STATES).items()):
-            states.add_metric([state.decode()], int(count))
+            states.add_metric([_text(state)], int(count))
         yield states
         failures = CounterMetricFamily(
-            "bgworker_job_failures", "Jobs that failed or died, by task and error code",
+            "bgworker_job_failures",
+            "Jobs that failed or died, by task and error code",
             labels=["task", "code"],
         )
         for key, count in sorted(self.client.hgetall(STATS_FAILURES).items()):
-            task, _, code = key.decode().partition("|")
+            task, _, code = _text(key).partition("|")
             failures.add_metric([task, code], int(count))
         yield failures
         yield self._durations()
@@ -71,7 +77,7 @@ class RedisCollector(Collector):
         )
         per_task: dict[str, dict[str, float]] = defaultdict(dict)
         for key, value in self.client.hgetall(STATS_DURATION).items():
-            task, _, field = key.decode().partition("|")
+            task, _, field = _text(key).partition("|")
             per_task[task][field] = float(value)
         for task, fields in sorted(per_task.items()):
             cumulative, buckets = 0.0, []
@@ -80,3 +86,7 @@ class RedisCollector(Collector):
                 buckets.append((bound, cumulative))
             hist.add_metric([task], buckets, sum_value=fields.get("sum", 0.0))
         return hist
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

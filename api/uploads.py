@@ -80,7 +80,9 @@ async def receive_upload(request: Request, storage: Storage, max_bytes: int) -> 
         if size > max_bytes:
             raise too_large(max_bytes)
         if size == 0:
-            raise InvalidRequest("the upload is empty; send an image as the body or as field 'file'")
+            raise InvalidRequest(
+                "the upload is empty; send an image as the body or as field 'file'"
+            )
         return path
     except BaseException:
         path.unlink(missing_ok=True)

@@ -9,7 +9,9 @@ import zlib
 from PIL import Image, ImageDraw
 
 
-def photo_jpeg(width: int = 1600, height: int = 1200, *, orientation: int = 1, gps: bool = True) -> bytes:
+def photo_jpeg(
+    width: int = 1600, height: int = 1200, *, orientation: int = 1, gps: bool = True
+) -> bytes:
     """A photo-like JPEG carrying EXIF orientation and, by default, a GPS position."""
     img = Image.linear_gradient("L").resize((width, height)).convert("RGB")
     draw = ImageDraw.Draw(img)

@@ -33,16 +33,23 @@ class TaskSpec:
 def _only(args: Mapping[str, Any], allowed: set[str], task: str) -> None:
     extra = sorted(set(args) - allowed)
     if extra:
-        raise InvalidRequest(f"{task} does not take argument(s) {extra}; it takes {sorted(allowed)}")
+        raise InvalidRequest(
+            f"{task} does not take argument(s) {extra}; it takes {sorted(allowed)}"
+        )
 
 
 def _sleep_args(args: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     _only(args, {"seconds"}, DEBUG_SLEEP)
     seconds = args.get("seconds", 1)
     limit = settings.limits_for(DEBUG_SLEEP).soft
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < limit:
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not 0 <= seconds < limit
+    ):
         raise InvalidRequest(
-            f"debug.sleep: 'seconds' must be a number from 0 to below its soft time limit ({limit} s)"
+            "debug.sleep: 'seconds' must be a number from 0 to below "
+            f"its soft time limit ({limit} s)"
         )
     return {"seconds": seconds}
 

@@ -20,7 +20,7 @@ TASK_MODULES = ["worker.tasks.images"]
 DEBUG_TASK_MODULES = ["worker.tasks.debug"]
 
 
-class BgworkerCelery(Celery):  # type: ignore[misc]
+class BgworkerCelery(Celery):
     """Celery app that also carries bgworker's settings and per-process clients."""
 
     settings: Settings
@@ -31,7 +31,9 @@ class BgworkerCelery(Celery):  # type: ignore[misc]
         import redis
 
         client = redis.Redis.from_url(
-            self.settings.redis_url, socket_connect_timeout=2, socket_timeout=10,
+            self.settings.redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=10,
             health_check_interval=30,
         )
         return JobStore(client, self.settings.job_retention_seconds)
@@ -71,7 +73,10 @@ def create_celery(settings: Settings, *, with_tasks: bool = False) -> BgworkerCe
         broker_connection_retry_on_startup=True,
         # A publish to an unreachable Redis must fail fast: the API answers 503.
         task_publish_retry_policy={
-            "max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2,
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
         },
         # Late acks: the message stays in Redis until the job is done, so a worker that
         # dies mid-job loses nothing; a pool child that dies has its job requeued.

@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    dev = sub.add_parser("dev", help="run Redis (unless BGWORKER_REDIS_URL is set), the API and one worker")
+    dev = sub.add_parser(
+        "dev", help="run Redis (unless BGWORKER_REDIS_URL is set), the API and one worker"
+    )
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
     dev.set_defaults(run=cmd_dev)
@@ -45,11 +47,14 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a Celery worker in the foreground")
     worker.add_argument(
-        "--queues", default=None,
+        "--queues",
+        default=None,
         help=f"comma-separated, from {','.join(QUEUES)} (default: BGWORKER_WORKER_QUEUES or all)",
     )
     worker.add_argument(
-        "--concurrency", type=int, default=None,
+        "--concurrency",
+        type=int,
+        default=None,
         help="pool processes, one job each (default: BGWORKER_WORKER_CONCURRENCY or 1)",
     )
     worker.set_defaults(run=cmd_worker)
@@ -154,7 +159,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     # (worker first, so it can finish its job while Redis is still up).
     worker = subprocess.Popen([*command, "worker"], env=env, start_new_session=True)
     api = subprocess.Popen(
-        [*command, "api", "--host", args.host, "--port", str(args.port)], env=env,
+        [*command, "api", "--host", args.host, "--port", str(args.port)],
+        env=env,
         start_new_session=True,
     )
     print(f"bgworker: API on http://{args.host}:{args.port}  (Ctrl-C stops everything)", flush=True)

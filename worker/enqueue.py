@@ -55,7 +55,9 @@ def submit(
                 store.discard(job)
             except BROKER_ERRORS:
                 pass  # Redis is gone altogether; the record expires with its retention.
-            raise BrokerUnavailable(f"could not queue the job: Redis is unreachable ({exc})") from exc
+            raise BrokerUnavailable(
+                f"could not queue the job: Redis is unreachable ({exc})"
+            ) from exc
     return job, created
 
 

@@ -84,7 +84,8 @@ class Job:
     result: Any
 
     @classmethod
-    def from_hash(cls, data: Mapping[bytes, bytes] | Mapping[str, str]) -> Job:
+    def from_hash(cls, data: Mapping[Any, Any]) -> Job:
+        """From a Redis hash (or a stream entry, which holds a copy of the hash)."""
         d = {_s(k): _s(v) for k, v in data.items()}
         return cls(
             id=d["id"],
@@ -141,11 +142,11 @@ if string.find(flags, 's', 1, true) then redis.call('HSETNX', KEYS[1], 'started_
 if string.find(flags, 'd', 1, true) then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5]) end
 if string.find(flags, 'q', 1, true) then redis.call('ZREM', KEYS[4], ARGV[5]) end
 if cur ~= ARGV[1] then redis.call('HINCRBY', KEYS[3], ARGV[1], 1) end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', %d, '*', unpack(redis.call('HGETALL', KEYS[1])))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', $MAXLEN, '*', unpack(redis.call('HGETALL', KEYS[1])))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return {1, cur}
-""" % EVENTS_MAXLEN
+""".replace("$MAXLEN", str(EVENTS_MAXLEN))
 
 # KEYS: job hash, events stream.  ARGV: progress, ttl.  Returns the current state.
 _PROGRESS = """
@@ -153,10 +154,10 @@ local cur = redis.call('HGET', KEYS[1], 'state')
 if cur ~= 'running' then return cur end
 if redis.call('HGET', KEYS[1], 'progress') == ARGV[1] then return cur end
 redis.call('HSET', KEYS[1], 'progress', ARGV[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', %d, '*', unpack(redis.call('HGETALL', KEYS[1])))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', $MAXLEN, '*', unpack(redis.call('HGETALL', KEYS[1])))
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return cur
-""" % EVENTS_MAXLEN
+""".replace("$MAXLEN", str(EVENTS_MAXLEN))
 
 
 class JobStore:
@@ -192,7 +193,7 @@ class JobStore:
                 # The earlier job expired or its request failed half-way: start afresh.
                 self.client.set(ikey, job_id, ex=self.retention)
         now = time.time()
-        record = {
+        record: dict[Any, Any] = {
             "id": job_id,
             "kind": kind,
             "state": "queued",
@@ -207,7 +208,7 @@ class JobStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(job_key(job_id), mapping=record)
         pipe.expire(job_key(job_id), self.retention)
-        pipe.xadd(events_key(job_id), record, maxlen=EVENTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        pipe.xadd(events_key(job_id), record, maxlen=EVENTS_MAXLEN, approximate=True)
         pipe.expire(events_key(job_id), self.retention)
         pipe.hincrby(STATS_STATES, "queued", 1)
         pipe.execute()
@@ -253,7 +254,7 @@ class JobStore:
         **fields: object,
     ) -> tuple[bool, str | None]:
         """Move a job to ``state`` if it is in one of ``allowed_from``; returns (done, previous)."""
-        argv: list[object] = [
+        argv: list[Any] = [
             state,
             ",".join(allowed_from),
             self.retention,
@@ -283,8 +284,13 @@ class JobStore:
 
     def succeed(self, job_id: str, result: object, kind: str, duration: float) -> bool:
         done, _ = self.transition(
-            job_id, "succeeded", ("running",), progress=100, result=json.dumps(result),
-            finished_at=time.time(), error="",
+            job_id,
+            "succeeded",
+            ("running",),
+            progress=100,
+            result=json.dumps(result),
+            finished_at=time.time(),
+            error="",
         )
         self.observe(kind, duration)
         return done
@@ -296,8 +302,12 @@ class JobStore:
         """End a job as ``failed`` (permanent) or ``dead`` (retries exhausted, dead-lettered)."""
         state = "dead" if dead else "failed"
         done, _ = self.transition(
-            job_id, state, ("queued", "running", "retrying"), flags="d" if dead else "",
-            error=error, finished_at=time.time(),
+            job_id,
+            state,
+            ("queued", "running", "retrying"),
+            flags="d" if dead else "",
+            error=error,
+            finished_at=time.time(),
         )
         if done:
             self.client.hincrby(STATS_FAILURES, f"{kind}|{error['code']}", 1)
@@ -311,7 +321,8 @@ class JobStore:
         )
         if not done:
             raise Conflict(
-                f"job {job_id} has already finished ({previous}); only unfinished jobs can be cancelled"
+                f"job {job_id} has already finished ({previous}); "
+                "only unfinished jobs can be cancelled"
             )
         return self.require(job.id)
 
@@ -328,14 +339,18 @@ class JobStore:
     # -- dead letters and statistics --------------------------------------------------
     def dead(self, limit: int = 100) -> list[Job]:
         """Dead jobs, newest first; ids whose record expired are pruned on the way."""
-        ids = [_s(i) for i in self.client.zrevrange(DEAD_SET, 0, max(0, limit - 1))]
-        jobs, gone = [], []
-        for job_id in ids:
-            job = self.get(job_id)
-            (jobs if job is not None else gone).append(job or job_id)
+        ids: list[bytes] = self.client.zrevrange(DEAD_SET, 0, max(0, limit - 1))  # type: ignore[assignment]
+        jobs: list[Job] = []
+        gone: list[bytes] = []
+        for raw in ids:
+            job = self.get(_s(raw))
+            if job is None:
+                gone.append(raw)
+            else:
+                jobs.append(job)
         if gone:
             self.client.zrem(DEAD_SET, *gone)
-        return [j for j in jobs if isinstance(j, Job)]
+        return jobs
 
     def dead_count(self) -> int:
         return int(self.client.zcard(DEAD_SET))

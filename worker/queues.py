@@ -57,7 +57,7 @@ def in_flight(client: redis.Redis) -> int:
 
 
 def report(client: redis.Redis) -> dict[str, object]:
-    """Depths, in-flight and dead-letter counts as JSON (``GET /v1/queues``, ``bgworker queues``)."""
+    """Depths, in-flight and dead-letter counts (``GET /v1/queues``, ``bgworker queues``)."""
     return {
         "queues": {
             q.name: {"waiting": q.waiting, "oldest_age_seconds": round(q.oldest_age_seconds, 3)}

@@ -48,16 +48,24 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 binary,
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--dir", str(self.data_dir.resolve()),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.data_dir.resolve()),
                 # Every write is in the append-only file within a second: a restart of
                 # Redis keeps the queues and the unacked messages of running jobs.
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--save", "",
-                "--protected-mode", "yes",
-                "--logfile", str((self.data_dir / "redis.log").resolve()),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
+                "--logfile",
+                str((self.data_dir / "redis.log").resolve()),
             ],
             stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -73,7 +81,9 @@ class RedisServer:
                     log = self.data_dir / "redis.log"
                     tail = log.read_text()[-2000:] if log.exists() else ""
                     self.stop()
-                    raise RuntimeError(f"redis-server did not start on port {self.port}:\n{tail}")
+                    raise RuntimeError(
+                        f"redis-server did not start on port {self.port}:\n{tail}"
+                    ) from None
                 time.sleep(0.05)
             finally:
                 client.close()

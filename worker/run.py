@@ -24,12 +24,19 @@ def run_worker(settings: Settings, queues: Sequence[str], concurrency: int) -> N
         "worker",
         # Listed in priority order whatever order the caller gave: kombu's "priority"
         # strategy empties the first queue before it looks at the next.
-        "--queues", ",".join(q for q in QUEUES if q in queues),
-        "--concurrency", str(concurrency),
-        "--pool", "prefork",
-        "--loglevel", settings.log_level,
-        "--hostname", f"bgworker-{os.getpid()}@{socket.gethostname()}",
+        "--queues",
+        ",".join(q for q in QUEUES if q in queues),
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        "prefork",
+        "--loglevel",
+        settings.log_level,
+        "--hostname",
+        f"bgworker-{os.getpid()}@{socket.gethostname()}",
         # Mingle and gossip cost a second at start and broadcast traffic; we use neither.
-        "--without-mingle", "--without-gossip", "--without-heartbeat",
+        "--without-mingle",
+        "--without-gossip",
+        "--without-heartbeat",
     ]
     app.worker_main(argv)

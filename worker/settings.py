@@ -23,7 +23,6 @@ PREFIX = "BGWORKER_"
 T = TypeVar("T")
 
 
-
 @dataclass(frozen=True)
 class TimeLimits:
     """Celery soft and hard time limits of one task, in seconds."""
@@ -54,9 +53,9 @@ class Settings:
     job_retention_seconds: int = 7 * 24 * 3600
     max_retries: int = 5
     retry_backoff_max: int = 60
-    max_delay_seconds: int = 300
-    soft_time_limit: int = 240
-    time_limit: int = 300
+    max_delay_seconds: int = 60
+    soft_time_limit: int = 120
+    time_limit: int = 150
     task_time_limits: Mapping[str, TimeLimits] = field(
         default_factory=lambda: dict(DEFAULT_TASK_TIME_LIMITS)
     )
@@ -109,7 +108,8 @@ class Settings:
         if self.soft_time_limit >= self.time_limit:
             raise SettingsError(
                 f"BGWORKER_SOFT_TIME_LIMIT ({self.soft_time_limit}) must be below "
-                f"BGWORKER_TIME_LIMIT ({self.time_limit}) so a task can clean up before it is killed"
+                f"BGWORKER_TIME_LIMIT ({self.time_limit}) so a task can clean up "
+                "before it is killed"
             )
         for task, limits in self.task_time_limits.items():
             if limits.soft >= limits.hard:
@@ -190,7 +190,9 @@ def _time_limits(raw: str) -> dict[str, TimeLimits]:
         raise ValueError('expected JSON like {"images.thumbnails": [60, 90]}')
     limits = {}
     for task, pair in data.items():
-        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int) for v in pair)):
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int) for v in pair)
+        ):
             raise ValueError(f"{task}: expected [soft_seconds, hard_seconds]")
         limits[task] = TimeLimits(soft=pair[0], hard=pair[1])
     return limits

@@ -36,7 +36,8 @@ def install(shutdown_timeout: float) -> None:
             return
         log.warning(
             "%s received: finishing the job in hand, at most %s s before it is requeued",
-            sig, shutdown_timeout,
+            sig,
+            shutdown_timeout,
         )
         timer = threading.Timer(shutdown_timeout, _deadline_passed, args=(shutdown_timeout,))
         timer.daemon = True
@@ -52,6 +53,7 @@ def install(shutdown_timeout: float) -> None:
 def _deadline_passed(timeout: float) -> None:
     log.warning(
         "shutdown deadline of %s s passed with a job still running: "
-        "cancelling it and returning its message to the queue", timeout,
+        "cancelling it and returning its message to the queue",
+        timeout,
     )
     os.kill(os.getpid(), signal.SIGQUIT)

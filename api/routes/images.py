@@ -50,7 +50,12 @@ def _store_and_enqueue(
     c.storage.publish(temp, original)
     try:
         job, created = submit(
-            c.store, c.celery, THUMBNAILS, {"widths": widths}, queue, job_id=job_id,
+            c.store,
+            c.celery,
+            THUMBNAILS,
+            {"widths": widths},
+            queue,
+            job_id=job_id,
             idempotency=key,
         )
     except BaseException:
@@ -110,7 +115,9 @@ async def thumbnail(request: Request) -> Response:
 
 def _file(request: Request, path: Path) -> Response:
     response = FileResponse(
-        path, media_type="image/webp", headers={"Cache-Control": IMMUTABLE},
+        path,
+        media_type="image/webp",
+        headers={"Cache-Control": IMMUTABLE},
         stat_result=os.stat(path),  # sets ETag now, so we can answer If-None-Match
     )
     etag = response.headers.get("etag")

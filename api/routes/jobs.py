@@ -92,9 +92,7 @@ def _dead_view(job: Any) -> dict[str, Any]:
 async def retry_dead(request: Request) -> Response:
     c = ctx(request)
     job = await run_in_threadpool(replay_dead, c.store, c.celery, request.path_params["id"])
-    return JSONResponse(
-        {"id": job.id, "state": job.state, "links": params.links(job.id)}, 202
-    )
+    return JSONResponse({"id": job.id, "state": job.state, "links": params.links(job.id)}, 202)
 
 
 routes = [

@@ -53,7 +53,9 @@ def test_upload_placeholder_then_thumbnails_without_exif(api, start_worker, stor
         assert img.size == (expected_width, round(expected_width * 1600 / 1200))
         assert not img.getexif(), "EXIF (with GPS) must be stripped"
         assert b"Exif" not in resp.content
-        again = api.get(f"/v1/images/{job_id}/{width}", headers={"If-None-Match": resp.headers["etag"]})
+        again = api.get(
+            f"/v1/images/{job_id}/{width}", headers={"If-None-Match": resp.headers["etag"]}
+        )
         assert again.status_code == 304
 
     record = api.get(f"/v1/jobs/{job_id}").json()

@@ -71,8 +71,16 @@ def test_record_shape_and_missing_job(api):
     assert resp.headers["location"] == f"/v1/jobs/{resp.json()['id']}"
     record = api.get(resp.json()["links"]["self"]).json()
     assert set(record) == {
-        "id", "kind", "state", "progress", "attempts", "created_at", "started_at",
-        "finished_at", "error", "result",
+        "id",
+        "kind",
+        "state",
+        "progress",
+        "attempts",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error",
+        "result",
     }
     assert record["state"] == "queued" and record["kind"] == "debug.sleep"
     missing = api.get("/v1/jobs/" + "0" * 32)
@@ -113,8 +121,10 @@ def test_cancel_a_queued_job_and_the_worker_skips_it(api, start_worker, store, r
     assert resp.status_code == 200
     assert resp.json()["state"] == "cancelled"
     start_worker()
-    wait_for(lambda: queue_lengths(rclient)["default"] == 0 and rclient.hlen("unacked") == 0,
-             what="the cancelled job's message to be consumed")
+    wait_for(
+        lambda: queue_lengths(rclient)["default"] == 0 and rclient.hlen("unacked") == 0,
+        what="the cancelled job's message to be consumed",
+    )
     job = store.require(job_id)
     assert job.state == "cancelled"
     assert job.attempts == 0, "the body never ran"

@@ -10,12 +10,10 @@ def test_critical_then_default_then_low(start_worker, store, celery_app):
     ids = {}
     # Enqueued in the reverse of the order they must run in.
     for queue in ("low", "default", "critical"):
-        ids[queue] = [
-            submit(store, celery_app, "debug.noop", {}, queue)[0].id for _ in range(3)
-        ]
+        ids[queue] = [submit(store, celery_app, "debug.noop", {}, queue)[0].id for _ in range(3)]
     start_worker("--concurrency", "1", "--queues", "low,default,critical")
     started = {}
-    for queue, job_ids in ids.items():
+    for job_ids in ids.values():
         for job_id in job_ids:
             started[job_id] = wait_state(store, job_id, "succeeded").started_at
     order = sorted(started, key=started.__getitem__)

@@ -50,7 +50,10 @@ def test_permanent_failure_is_not_retried(api, start_worker, store):
     job = wait_state(store, job_id, "failed", "succeeded", "dead")
     assert job.state == "failed"
     assert job.attempts == 1
-    assert job.error == {"code": "permanent_error", "message": "failing on purpose (attempt 1 of 3)"}
+    assert job.error == {
+        "code": "permanent_error",
+        "message": "failing on purpose (attempt 1 of 3)",
+    }
     assert api.get("/v1/dead").json()["count"] == 0
     text = api.get("/metrics").text
     assert 'bgworker_job_failures_total{code="permanent_error",task="debug.flaky"} 1.0' in text

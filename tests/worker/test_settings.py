@@ -25,7 +25,10 @@ def test_defaults_and_derived_visibility_timeout():
         ({"BGWORKER_REDIS_URL": "localhost:6379"}, "BGWORKER_REDIS_URL"),
         ({"BGWORKER_SHUTDOWN_TIMEOUT": "0"}, "BGWORKER_SHUTDOWN_TIMEOUT"),
         ({"BGWORKER_WORKER_QUEUES": "default,urgent"}, "BGWORKER_WORKER_QUEUES"),
-        ({"BGWORKER_SOFT_TIME_LIMIT": "300", "BGWORKER_TIME_LIMIT": "200"}, "BGWORKER_SOFT_TIME_LIMIT"),
+        (
+            {"BGWORKER_SOFT_TIME_LIMIT": "300", "BGWORKER_TIME_LIMIT": "200"},
+            "BGWORKER_SOFT_TIME_LIMIT",
+        ),
         ({"BGWORKER_TASK_TIME_LIMITS": '{"images.thumbnails": 5}'}, "BGWORKER_TASK_TIME_LIMITS"),
         ({"BGWORKER_MAX_UPLOADS_BYTES": "1"}, "BGWORKER_MAX_UPLOADS_BYTES"),
     ],

@@ -24,7 +24,9 @@ def successes(rclient) -> int:
     return int(rclient.hget(STATS_STATES, "succeeded") or 0)
 
 
-def test_sigterm_finishes_the_job_in_hand_and_exits_0(start_worker, store, celery_app, rclient, settings):
+def test_sigterm_finishes_the_job_in_hand_and_exits_0(
+    start_worker, store, celery_app, rclient, settings
+):
     worker = start_worker()
     job_id = sleep_job(store, celery_app, 2)
     wait_state(store, job_id, "running")
@@ -78,7 +80,11 @@ def test_sigkill_mid_job_is_redelivered_after_the_visibility_timeout(
     start_worker()
     job = wait_state(store, job_id, "succeeded", timeout=settings.visibility_timeout + 30)
     assert job.attempts == 2
-    assert time.monotonic() - killed_at >= settings.visibility_timeout - 1
+    delay = time.monotonic() - killed_at
+    # Not before the visibility timeout (a running job is never handed out twice), and
+    # soon after it: a live worker scans every restore interval.
+    assert settings.visibility_timeout - 1 <= delay
+    assert delay <= settings.visibility_timeout + settings.restore_interval + 10
     assert successes(rclient) == 1
     assert rclient.hlen("unacked") == 0
 

@@ -24,7 +24,7 @@ from worker.jobs import JobStore, error_info
 log = logging.getLogger(__name__)
 
 # Errors worth another attempt with backoff; everything else fails the job at once.
-TRANSIENT: tuple[type[BaseException], ...] = (
+TRANSIENT: tuple[type[Exception], ...] = (
     TransientError,
     SoftTimeLimitExceeded,
     redis.ConnectionError,
@@ -37,7 +37,7 @@ class JobCancelled(Exception):
     """Raised inside a body when the record says the job was cancelled meanwhile."""
 
 
-class JobTask(Task):  # type: ignore[misc]
+class JobTask(Task[Any, Any]):
     """Base class: record transitions, retries with backoff, dead-lettering."""
 
     acks_late = True
@@ -48,17 +48,24 @@ class JobTask(Task):  # type: ignore[misc]
         return cast(BgworkerCelery, self.app)
 
     @property
+    def job_id(self) -> str:
+        """The job id is the Celery task id (set by :func:`worker.enqueue.publish`)."""
+        task_id = self.request.id
+        assert task_id is not None, "a task body runs only with a request"
+        return task_id
+
+    @property
     def store(self) -> JobStore:
         return self.bg.store
 
     def progress(self, percent: float) -> None:
         """Report progress; stop the body if the job was cancelled meanwhile."""
-        state = self.store.set_progress(self.request.id, int(percent))
+        state = self.store.set_progress(self.job_id, int(percent))
         if state == "cancelled":
             raise JobCancelled(self.request.id)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        job_id = self.request.id
+        job_id = self.job_id
         settings = self.bg.settings
         started, previous = self.store.begin(job_id)
         if not started:
@@ -70,9 +77,13 @@ class JobTask(Task):  # type: ignore[misc]
             # Delivered again and again without ever finishing: the worker died each time
             # (OOM, SIGKILL). Stop the loop instead of crashing workers forever.
             self.store.fail(
-                job_id, self.name,
-                error_info("worker_lost", f"job was started {job.attempts} times and never "
-                           "finished; the worker process died each time (out of memory?)"),
+                job_id,
+                self.name,
+                error_info(
+                    "worker_lost",
+                    f"job was started {job.attempts} times and never "
+                    "finished; the worker process died each time (out of memory?)",
+                ),
                 dead=True,
             )
             return None
@@ -99,7 +110,7 @@ class JobTask(Task):  # type: ignore[misc]
         self.store.succeed(job_id, result, self.name, time.perf_counter() - t0)
         return result
 
-    def _retry_or_bury(self, job_id: str, exc: BaseException) -> None:
+    def _retry_or_bury(self, job_id: str, exc: Exception) -> None:
         settings = self.bg.settings
         error = error_info(getattr(exc, "code", "transient_error"), _describe(exc))
         if self.request.retries >= settings.max_retries:
@@ -107,7 +118,9 @@ class JobTask(Task):  # type: ignore[misc]
             self.store.fail(job_id, self.name, error, dead=True)
             return
         countdown = get_exponential_backoff_interval(
-            factor=1, retries=self.request.retries, maximum=settings.retry_backoff_max,
+            factor=1,
+            retries=self.request.retries,
+            maximum=settings.retry_backoff_max,
             full_jitter=True,
         )
         self.store.retrying(job_id, error)
@@ -122,7 +135,8 @@ class JobTask(Task):  # type: ignore[misc]
         # child, which had no chance to record anything itself.
         if isinstance(exc, TimeLimitExceeded):
             self.store.fail(
-                task_id, self.name,
+                task_id,
+                self.name,
                 error_info("time_limit", f"killed after the hard time limit of {exc.args[0]} s"),
                 dead=False,
             )

@@ -29,7 +29,7 @@ def sleep(self: JobTask, seconds: float = 1) -> dict[str, Any]:
 @shared_task(bind=True, base=JobTask, name=DEBUG_FLAKY)
 def flaky(self: JobTask, fail_times: int = 1, permanent: bool = False) -> dict[str, Any]:
     """Fail while the job has been attempted at most ``fail_times`` times, then succeed."""
-    job = self.store.require(self.request.id)
+    job = self.store.require(self.job_id)
     if job.attempts <= fail_times:
         if permanent:
             raise PermanentError(f"failing on purpose (attempt {job.attempts} of {fail_times})")

@@ -15,7 +15,7 @@ from worker.tasks.base import JobTask
 @shared_task(bind=True, base=JobTask, name=THUMBNAILS)
 def thumbnails(self: JobTask, widths: list[int]) -> dict[str, Any]:
     """Make one WebP per width from the job's original; rerunning overwrites the same files."""
-    job_id = self.request.id
+    job_id = self.job_id
     settings = self.bg.settings
     storage = self.bg.storage
     source = storage.original(job_id)
@@ -29,7 +29,10 @@ def thumbnails(self: JobTask, widths: list[int]) -> dict[str, Any]:
         self.progress(100 * len(done) / (len(widths) + 1))
 
     sizes = imaging.make_thumbnails(
-        source, widths, max_pixels=settings.max_pixels, quality=settings.thumbnail_quality,
+        source,
+        widths,
+        max_pixels=settings.max_pixels,
+        quality=settings.thumbnail_quality,
         on_thumbnail=save,
     )
     for width, (w, h) in sizes.items():

@@ -1,0 +1,108 @@
+"""The ``bgworker`` command as a user runs it: real processes, real HTTP through uvicorn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.helpers import REPO, wait_for
+from worker.enqueue import submit
+from worker.redis_server import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(env, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_dev_runs_everything_and_ctrl_c_stops_it_all(tmp_path):
+    port = free_port()
+    env = {**os.environ, "BGWORKER_STATE_DIR": str(tmp_path / "state"), "BGWORKER_DEBUG_TASKS": "1"}
+    env = {k: v for k, v in env.items() if k != "BGWORKER_REDIS_URL"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "dev", "--port", str(port)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, timeout=30, what="bgworker dev to serve /readyz")
+        job = httpx.post(f"{base}/v1/jobs", json={"task": "debug.sleep", "args": {"seconds": 0.2}})
+        assert job.status_code == 202
+        url = f"{base}/v1/jobs/{job.json()['id']}"
+        wait_for(lambda: httpx.get(url).json()["state"] == "succeeded", what="job to succeed")
+        redis_pid = _child_pid(proc.pid, "redis-server")
+        assert redis_pid, "dev started its own redis-server"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert f"http://127.0.0.1:{port}" in out
+    assert "started redis-server" in out
+    # Nothing keeps running: not the API, not Redis.
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{base}/healthz", timeout=1)
+    wait_for(lambda: not _alive(redis_pid), timeout=10, what="redis-server to exit")
+    assert (tmp_path / "state" / "redis" / "appendonlydir").exists(), "Redis data is kept"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "zombie" not in status.read()
+    except FileNotFoundError:
+        return False
+
+
+def _child_pid(parent: int, name: str) -> int:
+    out = subprocess.run(
+        ["ps", "-o", "pid=,comm=", "--ppid", str(parent)], capture_output=True, text=True
+    ).stdout
+    pids = [int(line.split()[0]) for line in out.splitlines() if name in line]
+    return pids[0] if pids else 0
+
+
+def test_queues_command_prints_depths(env, store, celery_app):
+    for _ in range(2):
+        submit(store, celery_app, "debug.noop", {}, "low")
+    out = run_cli(env, "queues")
+    assert out.returncode == 0, out.stderr
+    low = next(line for line in out.stdout.splitlines() if line.startswith("low"))
+    assert low.split()[1] == "2"
+    assert '"waiting": 2' in run_cli(env, "queues", "--json").stdout
+
+
+def test_bad_setting_stops_the_command_with_its_name(env):
+    out = run_cli({**env, "BGWORKER_MAX_PIXELS": "many"}, "queues")
+    assert out.returncode == 2
+    assert "BGWORKER_MAX_PIXELS" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unreachable_redis_is_reported_not_a_traceback(env):
+    out = run_cli({**env, "BGWORKER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, "queues")
+    assert out.returncode == 1
+    assert "cannot reach Redis" in out.stderr

@@ -1,0 +1,28 @@
+"""A Redis restart loses nothing: queued jobs and the job in hand all finish."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import wait_state
+from worker.enqueue import submit
+
+pytestmark = pytest.mark.slow
+
+
+def test_jobs_survive_a_redis_restart(start_worker, store, celery_app, redis_server, settings):
+    start_worker()
+    running = submit(store, celery_app, "debug.sleep", {"seconds": 3}, "default")[0].id
+    queued = [submit(store, celery_app, "debug.noop", {}, "low")[0].id for _ in range(3)]
+    wait_state(store, running, "running")
+
+    redis_server.stop()  # SIGTERM: Redis writes its append-only file and exits
+    redis_server.start()  # same port, same data directory
+
+    # The interrupted one may run again (late acks); each ends succeeded exactly once.
+    timeout = settings.visibility_timeout + 60
+    for job_id in [running, *queued]:
+        assert (
+            wait_state(store, job_id, "succeeded", "failed", "dead", timeout=timeout).state
+            == "succeeded"
+        )
