@@ -160,6 +160,16 @@ def _positive(parse: Callable[[str], T], minimum: int = 1) -> Callable[[str], T]
     return check
 
 
+def _between(low: int, high: int) -> Callable[[str], int]:
+    def check(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low} to {high}")
+        return value
+
+    return check
+
+
 def _bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -216,7 +226,7 @@ _ENV_FIELDS: dict[str, Callable[[str], object]] = {
     "state_dir": Path,
     "storage_dir": Path,
     "thumbnail_widths": _widths,
-    "thumbnail_quality": _positive(int),
+    "thumbnail_quality": _between(1, 100),
     "max_upload_bytes": _positive(int),
     "max_pixels": _positive(int),
     "job_retention_seconds": _positive(int, 60),

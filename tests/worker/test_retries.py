@@ -57,3 +57,13 @@ def test_permanent_failure_is_not_retried(api, start_worker, store):
     assert api.get("/v1/dead").json()["count"] == 0
     text = api.get("/metrics").text
     assert 'bgworker_job_failures_total{code="permanent_error",task="debug.flaky"} 1.0' in text
+
+
+def test_soft_time_limit_is_retried_then_dead_letters(api, start_worker, store, settings):
+    # This worker gives debug.sleep 1 s; the job asks for 4.
+    start_worker(BGWORKER_TASK_TIME_LIMITS='{"debug.sleep": [1, 2]}')
+    resp = api.post("/v1/jobs", json={"task": "debug.sleep", "args": {"seconds": 4}})
+    job = wait_state(store, resp.json()["id"], "dead", "succeeded", "failed", timeout=60)
+    assert job.state == "dead"
+    assert job.attempts == settings.max_retries + 1
+    assert job.error is not None and "soft time limit" in job.error["message"]
