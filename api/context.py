@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import redis
@@ -13,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from api.metrics import RedisCollector
+from api.scheduler import promote_forever
 from worker.celery_app import BgworkerCelery, create_celery
 from worker.jobs import JobStore
 from worker.settings import Settings
@@ -35,7 +38,10 @@ def ctx(request: Request) -> AppContext:
     return context
 
 
-def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[dict[str, AppContext]]]
+
+
+def lifespan_for(settings: Settings) -> Lifespan:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppContext]]:
         # Short timeouts: with Redis down, a request must fail fast with 503, not hang.
@@ -64,9 +70,13 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             storage=storage,
             metrics=registry,
         )
+        promoter = asyncio.create_task(promote_forever(context.store, celery))
         try:
             yield {"ctx": context}
         finally:
+            promoter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await promoter
             await async_client.aclose()
             sync_client.close()
             celery.close()

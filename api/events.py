@@ -9,6 +9,7 @@ record, so a subscriber never waits for a change to learn the state.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,8 +17,21 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from api.context import ctx
-from worker.errors import NotFound
+from worker.errors import InvalidRequest, NotFound
 from worker.jobs import Job, events_key, job_key, valid_id
+
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+def _after(a: str, b: str) -> bool:
+    """Whether stream id ``a`` is at or after ``b``."""
+    ams, aseq = map(int, a.split("-"))
+    bms, bseq = map(int, b.split("-"))
+    return (ams, aseq) >= (bms, bseq)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _event(entry_id: bytes, job: Job) -> bytes:
@@ -37,16 +51,23 @@ async def stream_events(request: Request, job_id: str) -> Response:
     if not record:
         raise NotFound(f"no job {job_id!r}: the id is wrong, or the record expired")
     resume = request.headers.get("last-event-id")
+    if resume is not None and not _STREAM_ID.fullmatch(resume):
+        raise InvalidRequest(f"Last-Event-ID {resume!r} is not an id this stream sent")
+    last_id = _s(last[0][0]) if last else "0-0"
+    if resume is not None and Job.from_hash(record).finished and _after(resume, last_id):
+        # Everything was delivered, the last event included. 204 tells an EventSource
+        # to stop reconnecting (an empty 200 would make it retry forever).
+        return Response(status_code=204)
     keepalive_ms = c.settings.sse_keepalive_seconds * 1000
 
     async def events() -> AsyncIterator[bytes]:
         cursor: bytes | str
-        if resume:
+        if resume is not None:
             cursor = resume
         else:
-            cursor = last[0][0] if last else b"0-0"
+            cursor = last_id
             job = Job.from_hash(record)
-            yield _event(cursor if isinstance(cursor, bytes) else cursor.encode(), job)
+            yield _event(last_id.encode(), job)
             if job.finished:
                 return
         while True:

@@ -20,7 +20,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from worker.jobs import DEAD_SET, DURATION_BUCKETS, STATS_DURATION, STATS_FAILURES, STATS_STATES
+from worker.jobs import (
+    DEAD_SET,
+    DURATION_BUCKETS,
+    SCHEDULED_SET,
+    STATS_DURATION,
+    STATS_FAILURES,
+    STATS_STATES,
+)
 from worker.queues import in_flight, read_depths
 
 
@@ -48,6 +55,11 @@ class RedisCollector(Collector):
             "bgworker_jobs_in_flight",
             "Jobs taken by a worker and not yet acknowledged",
             value=in_flight(self.client),
+        )
+        yield GaugeMetricFamily(
+            "bgworker_jobs_scheduled",
+            "Jobs waiting for their delay or retry backoff to pass",
+            value=self.client.zcard(SCHEDULED_SET),
         )
         yield GaugeMetricFamily(
             "bgworker_dead_letter_size",

@@ -29,11 +29,12 @@ def too_large(limit: int) -> UploadTooLarge:
     )
 
 
-def limited(request: Request, limit: int) -> Request:
-    """The same request, whose body stream raises :class:`UploadTooLarge` past ``limit``."""
+def limited(request: Request, limit: int, error: UploadTooLarge | None = None) -> Request:
+    """The same request, whose body stream raises ``error`` (413) past ``limit`` bytes."""
+    refusal = error or too_large(limit)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(limit - (MULTIPART_OVERHEAD if _is_multipart(request) else 0))
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise refusal
     seen = 0
     receive = request.receive
 
@@ -43,7 +44,7 @@ def limited(request: Request, limit: int) -> Request:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise too_large(limit - (MULTIPART_OVERHEAD if _is_multipart(request) else 0))
+                raise refusal
         return message
 
     return Request(request.scope, counting_receive)
@@ -63,7 +64,7 @@ async def receive_upload(request: Request, storage: Storage, max_bytes: int) -> 
     try:
         with os.fdopen(fd, "wb") as out:
             if _is_multipart(request):
-                req = limited(request, max_bytes + MULTIPART_OVERHEAD)
+                req = limited(request, max_bytes + MULTIPART_OVERHEAD, too_large(max_bytes))
                 async with req.form(max_files=1, max_fields=8) as form:
                     upload = form.get("file")
                     if not isinstance(upload, UploadFile):

@@ -21,10 +21,13 @@ from worker.queues import ENQUEUED_AT_HEADER
 
 log = logging.getLogger(__name__)
 
-# What a dead broker raises, from redis-py directly or through kombu.
+# What an unavailable broker raises, from redis-py directly or through kombu: down,
+# restarting (loading its data), read-only replica, or out of memory.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
     OperationalError,
 )
 
@@ -43,33 +46,52 @@ def submit(
     """Create the record, then publish; returns ``(job, created)``.
 
     With an idempotency key seen before, returns the earlier job and publishes nothing.
+    With a ``countdown`` the job goes to the scheduled set and :func:`promote_due`
+    publishes it when due: Celery's own countdown would hold the message in a worker's
+    memory, invisible to the autoscaler and unacknowledged past any visibility timeout.
     If the publish fails the record is removed again and :class:`BrokerUnavailable` is
     raised: the client is told to retry, and no record claims a job that is not queued.
     """
-    job, created = store.create(kind, args, queue, job_id=job_id, idempotency=idempotency)
-    if created:
+    due = time.time() + countdown if countdown > 0 else None
+    job, created = store.create(kind, args, queue, job_id=job_id, idempotency=idempotency, due=due)
+    if created and due is None:
         try:
-            publish(celery, job, countdown)
-        except BROKER_ERRORS as exc:
+            publish(celery, job)
+        except Exception as exc:
             try:
                 store.discard(job)
-            except BROKER_ERRORS:
-                pass  # Redis is gone altogether; the record expires with its retention.
-            raise BrokerUnavailable(
-                f"could not queue the job: Redis is unreachable ({exc})"
-            ) from exc
+            except Exception:
+                log.exception("could not remove the record of unqueued job %s", job.id)
+            raise BrokerUnavailable(f"could not queue the job: {exc}") from exc
     return job, created
 
 
-def publish(celery: Celery, job: Job, countdown: float = 0) -> None:
+def publish(celery: Celery, job: Job) -> None:
     celery.send_task(
         job.kind,
         kwargs=job.args,
         task_id=job.id,
         queue=job.queue,
-        countdown=countdown or None,
-        headers={ENQUEUED_AT_HEADER: time.time() + countdown},
+        headers={ENQUEUED_AT_HEADER: time.time()},
     )
+
+
+def promote_due(store: JobStore, celery: Celery, lease: float = 30.0) -> int:
+    """Publish the scheduled jobs whose time has come; returns how many.
+
+    Safe in several processes at once: each due job is claimed under a lease first, and
+    a promoter that dies before publishing leaves it to the next one once the lease runs
+    out (at worst a job is published twice, which its task shrugs off as a duplicate).
+    """
+    ids, lease_until = store.claim_due(time.time(), lease)
+    published = 0
+    for job_id in ids:
+        job = store.get(job_id)
+        if job is not None and job.state in ("queued", "retrying"):
+            publish(celery, job)
+            published += 1
+        store.release(job_id, lease_until)
+    return published
 
 
 def replay_dead(store: JobStore, celery: Celery, job_id: str) -> Job:
@@ -77,7 +99,7 @@ def replay_dead(store: JobStore, celery: Celery, job_id: str) -> Job:
     job = store.requeue_dead(job_id)
     try:
         publish(celery, job)
-    except BROKER_ERRORS as exc:
+    except Exception as exc:
         store.transition(job_id, "dead", ("queued",), flags="d")
-        raise BrokerUnavailable(f"could not queue the job: Redis is unreachable ({exc})") from exc
+        raise BrokerUnavailable(f"could not queue the job: {exc}") from exc
     return job

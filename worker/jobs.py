@@ -34,6 +34,8 @@ TERMINAL = frozenset({"succeeded", "failed", "dead", "cancelled"})
 
 KEY_PREFIX = "bgworker:"
 DEAD_SET = KEY_PREFIX + "dead"
+# Jobs waiting for a time (delay_seconds, retry backoff), scored by when they are due.
+SCHEDULED_SET = KEY_PREFIX + "scheduled"
 STATS_STATES = KEY_PREFIX + "stats:states"
 STATS_FAILURES = KEY_PREFIX + "stats:failures"
 STATS_DURATION = KEY_PREFIX + "stats:duration"
@@ -42,7 +44,7 @@ EVENTS_MAXLEN = 200
 # Bucket bounds of the job duration histogram, in seconds (thumbnails ~0.2 s, reports minutes).
 DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 
-_ID = re.compile(r"^[0-9a-f]{32}$")
+_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def new_id() -> str:
@@ -51,7 +53,7 @@ def new_id() -> str:
 
 def valid_id(job_id: str) -> bool:
     """Ids are also path components in storage: accept nothing but our own format."""
-    return bool(_ID.match(job_id))
+    return _ID.fullmatch(job_id) is not None
 
 
 def job_key(job_id: str) -> str:
@@ -76,7 +78,9 @@ class Job:
     queue: str
     args: dict[str, Any]
     progress: int
-    attempts: int
+    attempts: int  # starts of the body, all deliveries and retries together
+    retries: int  # retries scheduled since the job was (re)queued
+    deliveries: int  # starts since the last (re)queue: above a few, the worker keeps dying
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -95,6 +99,8 @@ class Job:
             args=json.loads(d.get("args") or "{}"),
             progress=int(float(d.get("progress") or 0)),
             attempts=int(d.get("attempts") or 0),
+            retries=int(d.get("retries") or 0),
+            deliveries=int(d.get("deliveries") or 0),
             created_at=float(d["created_at"]),
             started_at=_float_or_none(d.get("started_at")),
             finished_at=_float_or_none(d.get("finished_at")),
@@ -125,9 +131,37 @@ def error_info(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
-# KEYS: job hash, events stream, state stats hash, dead set
-# ARGV: new state, allowed current states ("" = any), ttl, now, job id, flags, field/value pairs...
-# flags: "a" = count an attempt, "s" = set started_at, "d" = add to dead set, "q" = leave dead set
+# Every script below touches only the keys it is given, plus (by prefix) job hashes.
+
+# Create a record; with an idempotency key, atomically return the earlier job instead.
+# KEYS: idempotency key, job hash, events stream, state stats hash, scheduled set
+# ARGV: job id, ttl, due ("" = enqueue now), use idempotency ("1"/"0"), job key prefix,
+#       field/value pairs...      Returns nil when created, else the earlier job's id.
+_CREATE = """
+if ARGV[4] == '1' then
+  local earlier = redis.call('GET', KEYS[1])
+  if earlier and redis.call('EXISTS', ARGV[5] .. earlier) == 1 then return earlier end
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', $MAXLEN, '*', unpack(fields))
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+redis.call('HINCRBY', KEYS[4], 'queued', 1)
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1]) end
+return false
+""".replace("$MAXLEN", str(EVENTS_MAXLEN))
+
+# Move a job to a new state if it is in an allowed one.
+# KEYS: job hash, events stream, state stats hash, dead set, scheduled set
+# ARGV: new state, allowed current states ("" = any), ttl, now, job id, flags, due,
+#       field/value pairs...
+# flags: "a" count a start (attempts and deliveries), "s" set started_at once,
+#        "d" add to the dead set, "q" leave it, "r" count a retry and schedule it at `due`,
+#        "u" leave the scheduled set.
+# Returns {1, previous state, record} or {0, current state}.
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {0, false} end
@@ -136,16 +170,25 @@ if ARGV[2] ~= '' and not string.find(',' .. ARGV[2] .. ',', ',' .. cur .. ',', 1
 end
 local flags = ARGV[6]
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if string.find(flags, 'a', 1, true) then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if string.find(flags, 'a', 1, true) then
+  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+end
 if string.find(flags, 's', 1, true) then redis.call('HSETNX', KEYS[1], 'started_at', ARGV[4]) end
 if string.find(flags, 'd', 1, true) then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5]) end
 if string.find(flags, 'q', 1, true) then redis.call('ZREM', KEYS[4], ARGV[5]) end
+if string.find(flags, 'r', 1, true) then
+  redis.call('HINCRBY', KEYS[1], 'retries', 1)
+  redis.call('ZADD', KEYS[5], ARGV[7], ARGV[5])
+end
+if string.find(flags, 'u', 1, true) then redis.call('ZREM', KEYS[5], ARGV[5]) end
 if cur ~= ARGV[1] then redis.call('HINCRBY', KEYS[3], ARGV[1], 1) end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', $MAXLEN, '*', unpack(redis.call('HGETALL', KEYS[1])))
+local record = redis.call('HGETALL', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', $MAXLEN, '*', unpack(record))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-return {1, cur}
+return {1, cur, record}
 """.replace("$MAXLEN", str(EVENTS_MAXLEN))
 
 # KEYS: job hash, events stream.  ARGV: progress, ttl.  Returns the current state.
@@ -159,6 +202,23 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return cur
 """.replace("$MAXLEN", str(EVENTS_MAXLEN))
 
+# Claim due scheduled jobs: push their score to a lease deadline, so that a promoter that
+# dies before publishing leaves them to be claimed again when the lease runs out.
+# KEYS: scheduled set.  ARGV: now, lease deadline, limit.
+_CLAIM = """
+local due = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
+return due
+"""
+
+# Forget a claimed job only if nobody rescheduled it meanwhile (a fast retry sets a new score).
+# KEYS: scheduled set.  ARGV: job id, lease deadline it was claimed with.
+_RELEASE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+"""
+
 
 class JobStore:
     """Reads and changes job records; shared by the API (in a thread) and the workers."""
@@ -166,8 +226,11 @@ class JobStore:
     def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
         self.client = client
         self.retention = retention_seconds
+        self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._progress = client.register_script(_PROGRESS)
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
 
     # -- creation -------------------------------------------------------------------
     def create(
@@ -178,22 +241,16 @@ class JobStore:
         *,
         job_id: str | None = None,
         idempotency: str | None = None,
+        due: float | None = None,
     ) -> tuple[Job, bool]:
-        """Write a ``queued`` record; with an idempotency key, return the earlier job instead.
+        """Write a ``queued`` record; with an idempotency key seen before, return that job.
 
-        Returns ``(job, created)``. The caller enqueues only when ``created``.
+        Returns ``(job, created)``; the caller publishes only when ``created`` and not
+        ``due``. A ``due`` time puts the job in the scheduled set instead, from which
+        :func:`worker.enqueue.promote_due` publishes it when the time comes.
         """
         job_id = job_id or new_id()
-        if idempotency is not None:
-            ikey = idempotency_key(idempotency)
-            if not self.client.set(ikey, job_id, nx=True, ex=self.retention):
-                earlier = self.get(_s(self.client.get(ikey) or b""))
-                if earlier is not None:
-                    return earlier, False
-                # The earlier job expired or its request failed half-way: start afresh.
-                self.client.set(ikey, job_id, ex=self.retention)
-        now = time.time()
-        record: dict[Any, Any] = {
+        record: dict[str, str] = {
             "id": job_id,
             "kind": kind,
             "state": "queued",
@@ -201,17 +258,33 @@ class JobStore:
             "args": json.dumps(dict(args), separators=(",", ":")),
             "progress": "0",
             "attempts": "0",
-            "created_at": repr(now),
+            "created_at": repr(time.time()),
         }
         if idempotency is not None:
             record["idempotency"] = idempotency
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(job_key(job_id), mapping=record)
-        pipe.expire(job_key(job_id), self.retention)
-        pipe.xadd(events_key(job_id), record, maxlen=EVENTS_MAXLEN, approximate=True)
-        pipe.expire(events_key(job_id), self.retention)
-        pipe.hincrby(STATS_STATES, "queued", 1)
-        pipe.execute()
+        argv: list[Any] = [
+            job_id,
+            self.retention,
+            repr(due) if due is not None else "",
+            "1" if idempotency is not None else "0",
+            job_key(""),
+        ]
+        for name, value in record.items():
+            argv += [name, value]
+        earlier = self._create(
+            keys=[
+                idempotency_key(idempotency or ""),
+                job_key(job_id),
+                events_key(job_id),
+                STATS_STATES,
+                SCHEDULED_SET,
+            ],
+            args=argv,
+        )
+        if earlier:
+            job = self.get(_s(earlier))
+            if job is not None:
+                return job, False
         return Job.from_hash(record), True
 
     def discard(self, job: Job) -> None:
@@ -221,6 +294,7 @@ class JobStore:
         pipe.delete(job_key(job.id), events_key(job.id))
         if raw:
             pipe.delete(idempotency_key(_s(raw)))
+        pipe.zrem(SCHEDULED_SET, job.id)
         pipe.hincrby(STATS_STATES, "queued", -1)
         pipe.execute()
 
@@ -251,9 +325,14 @@ class JobStore:
         state: str,
         allowed_from: Sequence[str] = (),
         flags: str = "",
+        due: float | None = None,
         **fields: object,
-    ) -> tuple[bool, str | None]:
-        """Move a job to ``state`` if it is in one of ``allowed_from``; returns (done, previous)."""
+    ) -> tuple[Job | None, str | None]:
+        """Move a job to ``state`` if it is in one of ``allowed_from``.
+
+        Returns ``(record after the change, previous state)``, or ``(None, current state)``
+        when the job is missing or in a state that does not allow the change.
+        """
         argv: list[Any] = [
             state,
             ",".join(allowed_from),
@@ -261,16 +340,22 @@ class JobStore:
             repr(time.time()),
             job_id,
             flags or "-",
+            repr(due) if due is not None else "",
         ]
         for name, value in fields.items():
             argv += [name, _encode(value)]
-        done, previous = self._transition(
-            keys=[job_key(job_id), events_key(job_id), STATS_STATES, DEAD_SET], args=argv
+        reply = self._transition(
+            keys=[job_key(job_id), events_key(job_id), STATS_STATES, DEAD_SET, SCHEDULED_SET],
+            args=argv,
         )
-        return bool(done), _s(previous) if previous else None
+        done, previous = reply[0], _s(reply[1]) if reply[1] else None
+        if not done:
+            return None, previous
+        flat = reply[2]
+        return Job.from_hash(dict(zip(flat[::2], flat[1::2], strict=True))), previous
 
-    def begin(self, job_id: str) -> tuple[bool, str | None]:
-        """A worker starts (or restarts, after a redelivery) the job."""
+    def begin(self, job_id: str) -> tuple[Job | None, str | None]:
+        """A worker starts (or, after a redelivery, restarts) the job."""
         return self.transition(
             job_id, "running", ("queued", "retrying", "running"), flags="as", error=""
         )
@@ -283,7 +368,7 @@ class JobStore:
         return _s(state) if state else None
 
     def succeed(self, job_id: str, result: object, kind: str, duration: float) -> bool:
-        done, _ = self.transition(
+        job, _ = self.transition(
             job_id,
             "succeeded",
             ("running",),
@@ -293,48 +378,77 @@ class JobStore:
             error="",
         )
         self.observe(kind, duration)
-        return done
+        return job is not None
 
-    def retrying(self, job_id: str, error: dict[str, str]) -> bool:
-        return self.transition(job_id, "retrying", ("running",), error=error)[0]
+    def retrying(self, job_id: str, error: dict[str, str], due: float) -> bool:
+        """Schedule the next attempt at ``due`` (the scheduled set, not worker memory)."""
+        job, _ = self.transition(
+            job_id, "retrying", ("running",), flags="r", due=due, error=error, deliveries=0
+        )
+        return job is not None
 
     def fail(self, job_id: str, kind: str, error: dict[str, str], *, dead: bool) -> bool:
         """End a job as ``failed`` (permanent) or ``dead`` (retries exhausted, dead-lettered)."""
         state = "dead" if dead else "failed"
-        done, _ = self.transition(
+        job, _ = self.transition(
             job_id,
             state,
             ("queued", "running", "retrying"),
-            flags="d" if dead else "",
+            flags="du" if dead else "u",
             error=error,
             finished_at=time.time(),
         )
-        if done:
+        if job is not None:
             self.client.hincrby(STATS_FAILURES, f"{kind}|{error['code']}", 1)
-        return done
+        return job is not None
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a job that has not finished; a running task stops at its next progress step."""
-        job = self.require(job_id)
-        done, previous = self.transition(
-            job_id, "cancelled", ("queued", "running", "retrying"), finished_at=time.time()
+        self.require(job_id)
+        job, previous = self.transition(
+            job_id,
+            "cancelled",
+            ("queued", "running", "retrying"),
+            flags="u",
+            finished_at=time.time(),
         )
-        if not done:
+        if job is None:
             raise Conflict(
                 f"job {job_id} has already finished ({previous}); "
                 "only unfinished jobs can be cancelled"
             )
-        return self.require(job.id)
+        return job
 
     def requeue_dead(self, job_id: str) -> Job:
-        """Put a dead job back to ``queued`` (the caller then enqueues it again)."""
+        """Put a dead job back to ``queued`` with fresh retries (the caller publishes it)."""
         self.require(job_id)
-        done, previous = self.transition(
-            job_id, "queued", ("dead",), flags="q", progress=0, finished_at="", error=""
+        job, previous = self.transition(
+            job_id,
+            "queued",
+            ("dead",),
+            flags="q",
+            progress=0,
+            finished_at="",
+            error="",
+            retries=0,
+            deliveries=0,
         )
-        if not done:
+        if job is None:
             raise Conflict(f"job {job_id} is {previous}, not dead: only dead jobs can be replayed")
-        return self.require(job_id)
+        return job
+
+    # -- the scheduled set (delays and retry backoff) ---------------------------------
+    def claim_due(self, now: float, lease: float, limit: int = 100) -> tuple[list[str], float]:
+        """Ids of scheduled jobs that are due, leased until ``now + lease``."""
+        until = now + lease
+        ids = self._claim(keys=[SCHEDULED_SET], args=[repr(now), repr(until), limit])
+        return [_s(i) for i in ids], until
+
+    def release(self, job_id: str, lease_until: float) -> None:
+        self._release(keys=[SCHEDULED_SET], args=[job_id, repr(lease_until)])
+
+    def scheduled_count(self) -> int:
+        return int(self.client.zcard(SCHEDULED_SET))
 
     # -- dead letters and statistics --------------------------------------------------
     def dead(self, limit: int = 100) -> list[Job]:

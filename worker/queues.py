@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import redis
 
-from worker.jobs import DEAD_SET
+from worker.jobs import DEAD_SET, SCHEDULED_SET
 
 # Strict order: a worker consuming several queues empties the first before the next.
 QUEUES: tuple[str, ...] = ("critical", "default", "low")
@@ -64,6 +64,7 @@ def report(client: redis.Redis) -> dict[str, object]:
             for q in read_depths(client)
         },
         "in_flight": in_flight(client),
+        "scheduled": int(client.zcard(SCHEDULED_SET)),
         "dead": int(client.zcard(DEAD_SET)),
     }
 

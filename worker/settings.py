@@ -53,7 +53,7 @@ class Settings:
     job_retention_seconds: int = 7 * 24 * 3600
     max_retries: int = 5
     retry_backoff_max: int = 60
-    max_delay_seconds: int = 60
+    max_delay_seconds: int = 3600
     soft_time_limit: int = 120
     time_limit: int = 150
     task_time_limits: Mapping[str, TimeLimits] = field(
@@ -117,6 +117,12 @@ class Settings:
                     f"BGWORKER_TASK_TIME_LIMITS: {task} soft limit {limits.soft} must be below "
                     f"its hard limit {limits.hard}"
                 )
+        if self.max_delay_seconds >= self.job_retention_seconds:
+            raise SettingsError(
+                f"BGWORKER_MAX_DELAY_SECONDS ({self.max_delay_seconds}) must be below "
+                f"BGWORKER_JOB_RETENTION_SECONDS ({self.job_retention_seconds}), or a delayed "
+                "job's record would expire before it runs"
+            )
         bad = [q for q in self.worker_queues if q not in QUEUES]
         if bad:
             raise SettingsError(
@@ -135,16 +141,12 @@ class Settings:
     def visibility_timeout(self) -> int:
         """Seconds a taken-but-unacknowledged message waits before redelivery.
 
-        Derived, never set: it must exceed the longest a healthy worker holds a message
-        (hard time limit, plus a countdown or retry backoff that Celery keeps in memory),
-        or a running job would be handed to a second worker. Anything longer only slows
-        recovery after a SIGKILL.
+        Derived, never set: it must exceed the longest a healthy worker holds a message,
+        or a running job would be handed to a second worker. With one message per pool
+        process and delays kept out of worker memory (the scheduled set), that is the
+        hard time limit. Anything longer only slows recovery after a SIGKILL.
         """
-        return (
-            self.longest_time_limit
-            + max(self.max_delay_seconds, self.retry_backoff_max)
-            + self.visibility_margin
-        )
+        return self.longest_time_limit + self.visibility_margin
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ import threading
 from typing import Any
 
 from celery.signals import worker_process_init, worker_shutting_down
+from celery.worker import state
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ def install(shutdown_timeout: float) -> None:
 
 
 def _deadline_passed(timeout: float) -> None:
+    if not state.active_requests:
+        # The jobs are done and Celery is only closing its connections: let it finish.
+        return
     log.warning(
         "shutdown deadline of %s s passed with a job still running: "
         "cancelling it and returning its message to the queue",

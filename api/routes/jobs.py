@@ -16,17 +16,20 @@ from api.events import stream_events
 from api.uploads import limited
 from worker import catalog
 from worker.enqueue import replay_dead, submit
-from worker.errors import InvalidRequest
+from worker.errors import InvalidRequest, UploadTooLarge
 
 MAX_JOB_BODY = 64 * 1024
+TOO_LARGE = UploadTooLarge(
+    f"a job request is at most {MAX_JOB_BODY} bytes of JSON; pass large inputs by reference"
+)
 
 
 async def create_job(request: Request) -> Response:
     c = ctx(request)
     key = params.idempotency_key(request)
     try:
-        body = json.loads(await limited(request, MAX_JOB_BODY).body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = json.loads(await limited(request, MAX_JOB_BODY, TOO_LARGE).body())
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise InvalidRequest(f"body must be a JSON object: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest('body must be a JSON object like {"task": "debug.sleep", "args": {}}')
@@ -77,7 +80,7 @@ async def job_events(request: Request) -> Response:
 
 async def list_dead(request: Request) -> Response:
     raw = request.query_params.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
         raise InvalidRequest("limit must be an integer from 1 to 1000")
     store = ctx(request).store
     jobs = await run_in_threadpool(store.dead, int(raw))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import pytest
@@ -154,3 +155,43 @@ def test_corrupt_jpeg_fails_in_the_worker_with_a_clear_error(api, start_worker, 
     gone = api.get(f"/v1/images/{job.id}/320")
     assert gone.status_code == 404
     assert gone.json()["error"]["code"] == "thumbnail_unavailable"
+
+
+def test_streamed_upload_is_not_read_past_the_limit(api, settings):
+    """Drive the ASGI app directly to count what it pulls from the client."""
+    limit = settings.max_upload_bytes
+    chunk = b"\0" * 65536
+    pulled = 0
+    sent: list[dict] = []
+
+    async def receive():
+        nonlocal pulled
+        pulled += 1
+        more = pulled < 4 * limit // len(chunk)
+        return {
+            "type": "http.request",
+            "body": b"\xff\xd8\xff" if pulled == 1 else chunk,
+            "more_body": more,
+        }
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/images",
+        "raw_path": b"/v1/images",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"image/jpeg")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": dict(api.app_state),
+    }
+    asyncio.run(api.app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert pulled * len(chunk) <= limit + 2 * len(chunk), "stopped reading at the limit"

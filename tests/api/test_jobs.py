@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -137,11 +138,16 @@ def test_cancel_a_running_job_stops_it(api, start_worker, store):
     start_worker()
     job_id = post_job(api, args={"seconds": 8}).json()["id"]
     wait_state(store, job_id, "running")
+    cancelled_at = time.time()
     assert api.delete(f"/v1/jobs/{job_id}").status_code == 200
-    # The body notices at its next progress step and stops; the record stays cancelled.
+    # The body notices at its next progress step (each second) and frees the worker:
+    # the next job starts long before the 8 s job would have ended.
     follow = post_job(api, task="debug.noop").json()["id"]
-    wait_state(store, follow, "succeeded", timeout=15)
-    assert store.require(job_id).state == "cancelled"
+    started = wait_state(store, follow, "succeeded", timeout=15).started_at
+    assert started is not None and started - cancelled_at < 4
+    job = store.require(job_id)
+    assert job.state == "cancelled"
+    assert job.progress < 100
 
 
 def test_redis_down_gives_503_then_recovers_without_restarting_the_api(api, redis_server, rclient):
@@ -184,3 +190,69 @@ def test_metrics_expose_depths_states_dead_letters_and_durations(api, start_work
     ):
         assert name in text, name
     assert 'bgworker_queue_depth{queue="low"} 1.0' in text, "the low queue is not consumed"
+
+
+def test_delayed_job_waits_outside_the_queue_then_runs(api, start_worker, store, rclient):
+    start_worker()
+    job_id = post_job(api, task="debug.noop", delay_seconds=1).json()["id"]
+    # Not in the list yet (so not counted by KEDA), but known as scheduled.
+    assert queue_lengths(rclient)["default"] == 0
+    assert api.get("/v1/queues").json()["scheduled"] == 1
+    job = wait_state(store, job_id, "succeeded", timeout=15)
+    assert job.started_at is not None and job.started_at - job.created_at >= 1
+    assert api.get("/v1/queues").json()["scheduled"] == 0
+
+
+def test_cancelled_delayed_job_never_runs(api, start_worker, store, rclient):
+    job_id = post_job(api, task="debug.noop", delay_seconds=1).json()["id"]
+    assert api.delete(f"/v1/jobs/{job_id}").status_code == 200
+    assert api.get("/v1/queues").json()["scheduled"] == 0
+    assert store.require(job_id).attempts == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "url"),
+    [
+        (b"[" * 60_000, "/v1/jobs"),
+        (b'{"task": "debug.noop", "delay_seconds": ' + b"9" * 5000 + b"}", "/v1/jobs"),
+        (b"\xff\xfe", "/v1/jobs"),
+    ],
+    ids=["deep-nesting", "huge-number", "not-utf8"],
+)
+def test_hostile_json_is_a_422_not_a_500(api, content, url):
+    resp = api.post(url, content=content, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["code"] == "invalid_request"
+
+
+def test_odd_query_values_are_422(api):
+    assert api.get("/v1/dead?limit=\u00b2").status_code == 422
+    assert api.get("/v1/dead?limit=0").status_code == 422
+    assert api.get("/v1/jobs/" + "a" * 32 + "%0A").status_code == 404
+
+
+def test_events_resume_after_the_last_event_ends_the_stream(api, start_worker, store):
+    start_worker()
+    job_id = post_job(api, task="debug.noop").json()["id"]
+    wait_state(store, job_id, "succeeded")
+    with api.stream("GET", f"/v1/jobs/{job_id}/events") as resp:
+        ids = [line[4:] for line in resp.iter_lines() if line.startswith("id: ")]
+    assert len(ids) == 1, "a finished job's stream is its final record, then the end"
+    # What an EventSource does when the stream closes: reconnect with Last-Event-ID.
+    again = api.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": ids[-1]})
+    assert again.status_code == 204, "204 tells EventSource to stop reconnecting"
+    bad = api.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "yesterday"})
+    assert bad.status_code == 422
+
+
+def test_events_resume_replays_what_was_missed(api, start_worker, store):
+    job_id = post_job(api, args={"seconds": 1}).json()["id"]
+    start_worker()
+    wait_state(store, job_id, "succeeded")
+    # Resuming from the very first event replays every later change, to the end.
+    first = store.client.xrange(f"bgworker:job:{job_id}:events", count=1)[0][0].decode()
+    with api.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": first}) as resp:
+        states = [
+            json.loads(line[6:])["state"] for line in resp.iter_lines() if line.startswith("data: ")
+        ]
+    assert states[0] == "running" and states[-1] == "succeeded"

@@ -14,6 +14,9 @@ from worker.jobs import STATS_STATES
 
 pytestmark = pytest.mark.slow
 
+# Far longer than the 2 s jobs below: a worker that leaves early left by itself.
+LONG_TIMEOUT = "30"
+
 
 def sleep_job(store, celery_app, seconds: float) -> str:
     job, _ = submit(store, celery_app, "debug.sleep", {"seconds": seconds}, "default")
@@ -24,21 +27,26 @@ def successes(rclient) -> int:
     return int(rclient.hget(STATS_STATES, "succeeded") or 0)
 
 
-def test_sigterm_finishes_the_job_in_hand_and_exits_0(
-    start_worker, store, celery_app, rclient, settings
-):
-    worker = start_worker()
+def warm_exit(worker) -> None:
+    """The worker left through the warm path: no deadline, no cancelled job."""
+    assert "deadline" not in worker.output, worker.output
+    assert "Cold shutdown" not in worker.output, worker.output
+
+
+def test_sigterm_finishes_the_job_in_hand_and_exits_0(start_worker, store, celery_app, rclient):
+    worker = start_worker(BGWORKER_SHUTDOWN_TIMEOUT=LONG_TIMEOUT)
     job_id = sleep_job(store, celery_app, 2)
     wait_state(store, job_id, "running")
     t0 = time.monotonic()
     worker.signal(signal.SIGTERM)
-    assert worker.wait(timeout=settings.shutdown_timeout + 10) == 0, worker.output
+    assert worker.wait(timeout=40) == 0, worker.output
     elapsed = time.monotonic() - t0
     job = store.require(job_id)
     assert job.state == "succeeded", worker.output
     assert job.attempts == 1
     # It left as soon as the job was done, not after the whole shutdown timeout.
-    assert elapsed < settings.shutdown_timeout + 2
+    assert elapsed < 15, worker.output
+    warm_exit(worker)
     assert queue_lengths(rclient)["default"] == 0
     assert rclient.hlen("unacked") == 0, "the finished job's message must be acknowledged"
 
@@ -52,10 +60,12 @@ def test_job_longer_than_the_deadline_is_requeued_and_finished_by_another_worker
     t0 = time.monotonic()
     first.signal(signal.SIGTERM)
     first.wait(timeout=settings.shutdown_timeout + 15)
-    assert time.monotonic() - t0 < settings.shutdown_timeout + 10, first.output
+    # Left at the deadline, well before the 6 s job would have ended.
+    assert time.monotonic() - t0 < settings.shutdown_timeout + 2.5, first.output
     assert "Restoring 1 unacknowledged message" in first.output, first.output
     # Back on its queue, waiting: visible to KEDA's LLEN again.
     assert queue_lengths(rclient)["default"] == 1
+    assert rclient.hlen("unacked") == 0
     assert store.require(job_id).state == "running"  # the record still shows the interrupted run
 
     start_worker()
@@ -78,9 +88,14 @@ def test_sigkill_mid_job_is_redelivered_after_the_visibility_timeout(
     killed_at = time.monotonic()
 
     start_worker()
-    job = wait_state(store, job_id, "succeeded", timeout=settings.visibility_timeout + 30)
-    assert job.attempts == 2
+    wait_for(
+        lambda: store.require(job_id).attempts == 2,
+        timeout=settings.visibility_timeout + 30,
+        interval=0.02,
+        what="the second start of the job",
+    )
     delay = time.monotonic() - killed_at
+    wait_state(store, job_id, "succeeded", timeout=30)
     # Not before the visibility timeout (a running job is never handed out twice), and
     # soon after it: a live worker scans every restore interval.
     assert settings.visibility_timeout - 1 <= delay
@@ -89,17 +104,16 @@ def test_sigkill_mid_job_is_redelivered_after_the_visibility_timeout(
     assert rclient.hlen("unacked") == 0
 
 
-def test_sigterm_to_the_whole_process_group_still_finishes_the_job(
-    start_worker, store, celery_app, settings
-):
-    worker = start_worker()
+def test_sigterm_to_the_whole_process_group_still_finishes_the_job(start_worker, store, celery_app):
+    worker = start_worker(BGWORKER_SHUTDOWN_TIMEOUT=LONG_TIMEOUT)
     job_id = sleep_job(store, celery_app, 2)
     wait_state(store, job_id, "running")
     os.killpg(worker.pid, signal.SIGTERM)  # what an init that signals the group would do
-    assert worker.wait(timeout=settings.shutdown_timeout + 10) == 0, worker.output
+    assert worker.wait(timeout=40) == 0, worker.output
     job = store.require(job_id)
     assert job.state == "succeeded", worker.output
     assert job.attempts == 1
+    warm_exit(worker)
 
 
 def test_sigterm_to_a_pool_child_does_not_stop_the_worker_nor_lose_the_job(
@@ -112,16 +126,16 @@ def test_sigterm_to_a_pool_child_does_not_stop_the_worker_nor_lose_the_job(
     os.kill(children[0], signal.SIGTERM)
     job = wait_state(store, job_id, "succeeded", timeout=30)
     assert worker.proc.poll() is None, "the worker itself must keep running"
-    assert job.attempts >= 1
+    assert job.attempts == 2, "the killed child's job was requeued and run again"
     assert successes(rclient) == 1
     # And it keeps serving new work.
     again = sleep_job(store, celery_app, 0)
     wait_state(store, again, "succeeded")
 
 
-def test_idle_worker_exits_at_once_on_sigterm(start_worker, settings):
-    worker = start_worker()
+def test_idle_worker_exits_at_once_on_sigterm(start_worker):
+    worker = start_worker(BGWORKER_SHUTDOWN_TIMEOUT=LONG_TIMEOUT)
     t0 = time.monotonic()
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=10) == 0
-    assert time.monotonic() - t0 < settings.shutdown_timeout
+    assert time.monotonic() - t0 < 8

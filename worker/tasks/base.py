@@ -4,6 +4,10 @@ A task may run more than once for one job (late acks redeliver after a crash or 
 shutdown deadline), so :meth:`JobTask.__call__` first moves the record to ``running``
 and skips the body when the job has already finished or was cancelled; and each body is
 idempotent (it overwrites its outputs atomically).
+
+Retries do not go through Celery's countdown, which would keep the message in a worker's
+memory: the record goes to ``retrying`` and into the scheduled set, this message is
+acknowledged, and the API's promoter publishes a new one when the backoff has passed.
 """
 
 from __future__ import annotations
@@ -12,25 +16,24 @@ import logging
 import time
 from typing import Any, cast
 
-import redis
 from celery import Task
-from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
 from worker.celery_app import BgworkerCelery
+from worker.enqueue import BROKER_ERRORS
 from worker.errors import BgworkerError, InputError, PermanentError, TransientError
-from worker.jobs import JobStore, error_info
+from worker.jobs import Job, JobStore, error_info
 
 log = logging.getLogger(__name__)
 
 # Errors worth another attempt with backoff; everything else fails the job at once.
-TRANSIENT: tuple[type[Exception], ...] = (
-    TransientError,
-    SoftTimeLimitExceeded,
-    redis.ConnectionError,
-    redis.TimeoutError,
-    OSError,
-)
+TRANSIENT: tuple[type[Exception], ...] = (TransientError, SoftTimeLimitExceeded, OSError)
+
+# Starts of one message a job may take without finishing (the worker process died each
+# time: out of memory, SIGKILL) before it is declared dead instead of crashing workers
+# forever. Retries and replays reset the count.
+MAX_DELIVERIES = 4
 
 
 class JobCancelled(Exception):
@@ -62,39 +65,38 @@ class JobTask(Task[Any, Any]):
         """Report progress; stop the body if the job was cancelled meanwhile."""
         state = self.store.set_progress(self.job_id, int(percent))
         if state == "cancelled":
-            raise JobCancelled(self.request.id)
+            raise JobCancelled(self.job_id)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._run_job(args, kwargs)
+        except BROKER_ERRORS as exc:
+            # Redis failed under us, so the outcome cannot be recorded: put the message
+            # back (or, if Redis is down altogether, leave it unacknowledged for the
+            # visibility timeout). The job runs again; its task is idempotent.
+            log.warning("job %s: Redis failed (%s); returning its message", self.job_id, exc)
+            raise Reject(str(exc), requeue=True) from exc
+
+    def _run_job(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         job_id = self.job_id
-        settings = self.bg.settings
-        started, previous = self.store.begin(job_id)
-        if not started:
+        job, previous = self.store.begin(job_id)
+        if job is None:
             # Finished, cancelled, or expired: a redelivered or stale message. Ack it.
-            log.info("job %s is %s; skipping its message", job_id, previous or "unknown")
-            return None
-        job = self.store.get(job_id)
-        if job is not None and job.attempts > settings.max_retries + 1 + _REDELIVERY_ALLOWANCE:
-            # Delivered again and again without ever finishing: the worker died each time
-            # (OOM, SIGKILL). Stop the loop instead of crashing workers forever.
-            self.store.fail(
-                job_id,
-                self.name,
-                error_info(
-                    "worker_lost",
-                    f"job was started {job.attempts} times and never "
-                    "finished; the worker process died each time (out of memory?)",
-                ),
-                dead=True,
+            log.info("job %s is %s; dropping its message", job_id, previous or "gone")
+            raise Ignore()
+        if job.deliveries > MAX_DELIVERIES:
+            message = (
+                f"job was started {job.deliveries} times without finishing; the worker "
+                "process died each time (out of memory?)"
             )
-            return None
+            self.store.fail(job_id, self.name, error_info("worker_lost", message), dead=True)
+            raise Ignore()
         t0 = time.perf_counter()
         try:
             result = super().__call__(*args, **kwargs)
         except JobCancelled:
             log.info("job %s was cancelled while running", job_id)
-            return None
-        except Retry:
-            raise
+            raise Ignore() from None
         except InputError as exc:
             self.store.fail(job_id, self.name, error_info(exc.code, exc.message), dead=False)
             raise PermanentError(exc.message) from exc
@@ -102,7 +104,9 @@ class JobTask(Task[Any, Any]):
             self.store.fail(job_id, self.name, error_info(exc.code, exc.message), dead=False)
             raise
         except TRANSIENT as exc:
-            self._retry_or_bury(job_id, exc)
+            self._retry_or_bury(job, exc)
+            raise
+        except BROKER_ERRORS:
             raise
         except Exception as exc:
             self.store.fail(job_id, self.name, error_info("task_error", _describe(exc)), dead=False)
@@ -110,23 +114,32 @@ class JobTask(Task[Any, Any]):
         self.store.succeed(job_id, result, self.name, time.perf_counter() - t0)
         return result
 
-    def _retry_or_bury(self, job_id: str, exc: Exception) -> None:
+    def _retry_or_bury(self, job: Job, exc: Exception) -> None:
         settings = self.bg.settings
         error = error_info(getattr(exc, "code", "transient_error"), _describe(exc))
-        if self.request.retries >= settings.max_retries:
+        if job.retries >= settings.max_retries:
             error["message"] += f" (gave up after {settings.max_retries} retries)"
-            self.store.fail(job_id, self.name, error, dead=True)
-            return
+            self.store.fail(job.id, self.name, error, dead=True)
+            return None
         countdown = get_exponential_backoff_interval(
             factor=1,
-            retries=self.request.retries,
+            retries=job.retries,
             maximum=settings.retry_backoff_max,
             full_jitter=True,
         )
-        self.store.retrying(job_id, error)
-        # Celery publishes the retry message before this one is acked: nothing is lost
-        # if the process dies in between (at worst the job runs twice, harmlessly).
-        raise self.retry(exc=exc, countdown=countdown, max_retries=settings.max_retries)
+        # One atomic step records the error and schedules the retry; only then is this
+        # message acknowledged (Ignore). Dying in between redelivers it: harmless.
+        self.store.retrying(job.id, error, due=time.time() + countdown)
+        log.warning(
+            "job %s attempt %d failed: %s; retry %d of %d in %d s",
+            job.id,
+            job.attempts,
+            error["message"],
+            job.retries + 1,
+            settings.max_retries,
+            countdown,
+        )
+        raise Ignore()
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
@@ -140,10 +153,6 @@ class JobTask(Task[Any, Any]):
                 error_info("time_limit", f"killed after the hard time limit of {exc.args[0]} s"),
                 dead=False,
             )
-
-
-# Redeliveries (not retries) a job may take before it is declared dead.
-_REDELIVERY_ALLOWANCE = 3
 
 
 def _describe(exc: BaseException) -> str:

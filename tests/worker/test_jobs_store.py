@@ -1,0 +1,30 @@
+"""Job records under concurrency: idempotency keys and transitions hold under races."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from worker.jobs import STATS_STATES
+
+
+def test_concurrent_requests_with_one_idempotency_key_create_one_job(store, rclient):
+    def create(_: int):
+        return store.create("debug.noop", {}, "default", idempotency="same-key")
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(create, range(32)))
+    assert sum(created for _, created in results) == 1
+    assert len({job.id for job, _ in results}) == 1
+    assert len(list(rclient.scan_iter("bgworker:job:*[0-9a-f]"))) == 1
+    assert int(rclient.hget(STATS_STATES, "queued")) == 1
+
+
+def test_a_finished_job_cannot_move_backwards(store):
+    job, _ = store.create("debug.noop", {}, "default")
+    assert store.begin(job.id)[0] is not None
+    assert store.succeed(job.id, None, "debug.noop", 0.1)
+    # A late duplicate delivery of the same message:
+    again, state = store.begin(job.id)
+    assert again is None and state == "succeeded"
+    assert not store.fail(job.id, "debug.noop", {"code": "x", "message": "late"}, dead=False)
+    assert store.require(job.id).state == "succeeded"
