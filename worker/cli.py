@@ -115,7 +115,7 @@ def cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{'QUEUE':<10} {'WAITING':>8} {'OLDEST(s)':>10}")
     for name, q in data["queues"].items():  # type: ignore[attr-defined]
         print(f"{name:<10} {q['waiting']:>8} {q['oldest_age_seconds']:>10.1f}")
-    print(f"in flight: {data['in_flight']}   dead: {data['dead']}")
+    print(f"in flight: {data['in_flight']}   scheduled: {data['scheduled']}   dead: {data['dead']}")
     return 0
 
 

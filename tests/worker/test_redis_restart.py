@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.helpers import wait_state
@@ -26,3 +28,20 @@ def test_jobs_survive_a_redis_restart(start_worker, store, celery_app, redis_ser
             wait_state(store, job_id, "succeeded", "failed", "dead", timeout=timeout).state
             == "succeeded"
         )
+
+
+def test_job_whose_progress_cannot_be_recorded_runs_again(
+    start_worker, store, celery_app, redis_server, settings
+):
+    start_worker()
+    job_id = submit(store, celery_app, "debug.sleep", {"seconds": 3}, "default")[0].id
+    wait_state(store, job_id, "running")
+    redis_server.stop()
+    # Down across at least one progress report (one a second): the task cannot record.
+    time.sleep(2.5)
+    redis_server.start()
+    job = wait_state(
+        store, job_id, "succeeded", "failed", "dead", timeout=settings.visibility_timeout + 60
+    )
+    assert job.state == "succeeded"
+    assert job.attempts == 2, "the interrupted run was not counted as done"
