@@ -21,6 +21,9 @@ from worker.queues import ENQUEUED_AT_HEADER
 
 log = logging.getLogger(__name__)
 
+# Seconds after which the promoter publishes a job whose publisher died mid-way.
+PUBLISH_GRACE = 30.0
+
 # What an unavailable broker raises, from redis-py directly or through kombu: down,
 # restarting (loading its data), read-only replica, or out of memory.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
@@ -49,12 +52,16 @@ def submit(
     With a ``countdown`` the job goes to the scheduled set and :func:`promote_due`
     publishes it when due: Celery's own countdown would hold the message in a worker's
     memory, invisible to the autoscaler and unacknowledged past any visibility timeout.
+    A job for now is scheduled too, :data:`PUBLISH_GRACE` ahead, and unscheduled once
+    published: should this process die between the record and the publish, the promoter
+    publishes it, so a record never claims a job that no message will run.
     If the publish fails the record is removed again and :class:`BrokerUnavailable` is
-    raised: the client is told to retry, and no record claims a job that is not queued.
+    raised: the client is told to retry.
     """
-    due = time.time() + countdown if countdown > 0 else None
+    now = time.time()
+    due = now + countdown if countdown > 0 else now + PUBLISH_GRACE
     job, created = store.create(kind, args, queue, job_id=job_id, idempotency=idempotency, due=due)
-    if created and due is None:
+    if created and countdown <= 0:
         try:
             publish(celery, job)
         except Exception as exc:
@@ -63,6 +70,7 @@ def submit(
             except Exception:
                 log.exception("could not remove the record of unqueued job %s", job.id)
             raise BrokerUnavailable(f"could not queue the job: {exc}") from exc
+        store.release(job.id, due)
     return job, created
 
 
@@ -96,10 +104,12 @@ def promote_due(store: JobStore, celery: Celery, lease: float = 30.0) -> int:
 
 def replay_dead(store: JobStore, celery: Celery, job_id: str) -> Job:
     """Re-enqueue a dead job under the same id (its attempts keep counting)."""
-    job = store.requeue_dead(job_id)
+    due = time.time() + PUBLISH_GRACE
+    job = store.requeue_dead(job_id, due)
     try:
         publish(celery, job)
     except Exception as exc:
-        store.transition(job_id, "dead", ("queued",), flags="d")
+        store.transition(job_id, "dead", ("queued",), flags="du")
         raise BrokerUnavailable(f"could not queue the job: {exc}") from exc
+    store.release(job_id, due)
     return job

@@ -160,7 +160,7 @@ return false
 #       field/value pairs...
 # flags: "a" count a start (attempts and deliveries), "s" set started_at once,
 #        "d" add to the dead set, "q" leave it, "r" count a retry and schedule it at `due`,
-#        "u" leave the scheduled set.
+#        "z" schedule at `due` (a safety net while publishing), "u" leave the scheduled set.
 # Returns {1, previous state, record} or {0, current state}.
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'state')
@@ -182,6 +182,7 @@ if string.find(flags, 'r', 1, true) then
   redis.call('HINCRBY', KEYS[1], 'retries', 1)
   redis.call('ZADD', KEYS[5], ARGV[7], ARGV[5])
 end
+if string.find(flags, 'z', 1, true) then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[5]) end
 if string.find(flags, 'u', 1, true) then redis.call('ZREM', KEYS[5], ARGV[5]) end
 if cur ~= ARGV[1] then redis.call('HINCRBY', KEYS[3], ARGV[1], 1) end
 local record = redis.call('HGETALL', KEYS[1])
@@ -245,9 +246,8 @@ class JobStore:
     ) -> tuple[Job, bool]:
         """Write a ``queued`` record; with an idempotency key seen before, return that job.
 
-        Returns ``(job, created)``; the caller publishes only when ``created`` and not
-        ``due``. A ``due`` time puts the job in the scheduled set instead, from which
-        :func:`worker.enqueue.promote_due` publishes it when the time comes.
+        Returns ``(job, created)``. A ``due`` time also puts the job in the scheduled set,
+        from which :func:`worker.enqueue.promote_due` publishes it when the time comes.
         """
         job_id = job_id or new_id()
         record: dict[str, str] = {
@@ -419,14 +419,19 @@ class JobStore:
             )
         return job
 
-    def requeue_dead(self, job_id: str) -> Job:
-        """Put a dead job back to ``queued`` with fresh retries (the caller publishes it)."""
+    def requeue_dead(self, job_id: str, due: float) -> Job:
+        """Put a dead job back to ``queued`` with fresh retries, scheduled at ``due``.
+
+        The caller publishes it at once and then releases the schedule; ``due`` is the
+        safety net should it die in between.
+        """
         self.require(job_id)
         job, previous = self.transition(
             job_id,
             "queued",
             ("dead",),
-            flags="q",
+            flags="qz",
+            due=due,
             progress=0,
             finished_at="",
             error="",

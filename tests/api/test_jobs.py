@@ -256,3 +256,19 @@ def test_events_resume_replays_what_was_missed(api, start_worker, store):
             json.loads(line[6:])["state"] for line in resp.iter_lines() if line.startswith("data: ")
         ]
     assert states[0] == "running" and states[-1] == "succeeded"
+
+
+def test_job_whose_publisher_died_before_publishing_still_runs(api, start_worker, store, rclient):
+    # What submit() leaves behind if its process dies between the record and the publish
+    # (its grace period shortened from 30 s to 0.5 s): a record and a safety-net schedule.
+    job, _ = store.create("debug.noop", {}, "default", due=time.time() + 0.5)
+    assert queue_lengths(rclient)["default"] == 0
+    start_worker()
+    # The API's promoter publishes it once the grace period is over.
+    assert wait_state(store, job.id, "succeeded", timeout=15).attempts == 1
+
+
+def test_a_published_job_leaves_no_safety_net_behind(api, rclient):
+    post_job(api, task="debug.noop")
+    assert queue_lengths(rclient)["default"] == 1
+    assert api.get("/v1/queues").json()["scheduled"] == 0
