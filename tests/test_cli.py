@@ -106,3 +106,30 @@ def test_unreachable_redis_is_reported_not_a_traceback(env):
     out = run_cli({**env, "BGWORKER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, "queues")
     assert out.returncode == 1
     assert "cannot reach Redis" in out.stderr
+
+
+def test_api_command_stops_gracefully_on_sigterm(env):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "api", "--port", str(port)],
+        env={**os.environ, **env},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, timeout=30, what="bgworker api to serve")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    # uvicorn's own handling, not a wrapper: a clean shutdown with its lifespan run.
+    assert proc.returncode == 0, out
+    assert "Application shutdown complete" in out

@@ -39,8 +39,11 @@ def _only(args: Mapping[str, Any], allowed: set[str], task: str) -> None:
 
 
 def _sleep_args(args: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    _only(args, {"seconds"}, DEBUG_SLEEP)
+    _only(args, {"seconds", "ignore_soft_limit"}, DEBUG_SLEEP)
     seconds = args.get("seconds", 1)
+    stubborn = args.get("ignore_soft_limit", False)
+    if not isinstance(stubborn, bool):
+        raise InvalidRequest("debug.sleep: 'ignore_soft_limit' must be true or false")
     limit = settings.limits_for(DEBUG_SLEEP).soft
     if (
         isinstance(seconds, bool)
@@ -51,7 +54,7 @@ def _sleep_args(args: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
             "debug.sleep: 'seconds' must be a number from 0 to below "
             f"its soft time limit ({limit} s)"
         )
-    return {"seconds": seconds}
+    return {"seconds": seconds, "ignore_soft_limit": stubborn}
 
 
 def _flaky_args(args: Mapping[str, Any], settings: Settings) -> dict[str, Any]:

@@ -28,3 +28,12 @@ def test_a_finished_job_cannot_move_backwards(store):
     assert again is None and state == "succeeded"
     assert not store.fail(job.id, "debug.noop", {"code": "x", "message": "late"}, dead=False)
     assert store.require(job.id).state == "succeeded"
+
+
+def test_records_expire_after_the_retention(store, rclient, settings):
+    job, _ = store.create("debug.noop", {}, "default")
+    assert 0 < rclient.ttl(f"bgworker:job:{job.id}") <= settings.job_retention_seconds
+    assert 0 < rclient.ttl(f"bgworker:job:{job.id}:events") <= settings.job_retention_seconds
+    store.begin(job.id)
+    # Every change starts the retention again.
+    assert rclient.ttl(f"bgworker:job:{job.id}") > settings.job_retention_seconds - 5

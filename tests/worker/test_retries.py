@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import wait_state
+from tests.helpers import wait_for, wait_state
 
 
 def post(api, **args):
@@ -67,3 +67,19 @@ def test_soft_time_limit_is_retried_then_dead_letters(api, start_worker, store, 
     assert job.state == "dead"
     assert job.attempts == settings.max_retries + 1
     assert job.error is not None and "soft time limit" in job.error["message"]
+
+
+def test_hard_time_limit_kills_the_job_and_fails_it(api, start_worker, store, rclient):
+    worker = start_worker(BGWORKER_TASK_TIME_LIMITS='{"debug.sleep": [1, 2]}')
+    resp = api.post(
+        "/v1/jobs", json={"task": "debug.sleep", "args": {"seconds": 5, "ignore_soft_limit": True}}
+    )
+    job = wait_state(store, resp.json()["id"], "failed", "succeeded", "dead", timeout=30)
+    assert job.state == "failed", worker.output
+    assert job.error is not None and job.error["code"] == "time_limit"
+    # The worker replaced the killed pool process and goes on.
+    follow = api.post("/v1/jobs", json={"task": "debug.noop"}).json()["id"]
+    wait_state(store, follow, "succeeded")
+    wait_for(lambda: rclient.hlen("unacked") == 0, what="the killed job's message to be settled")
+    assert rclient.llen("default") == 0
+    assert store.require(job.id).attempts == 1, "a job killed at its hard limit is not run again"

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from worker.catalog import DEBUG_FLAKY, DEBUG_NOOP, DEBUG_SLEEP
 from worker.errors import PermanentError, TransientError
@@ -17,11 +18,19 @@ from worker.tasks.base import JobTask
 
 
 @shared_task(bind=True, base=JobTask, name=DEBUG_SLEEP)
-def sleep(self: JobTask, seconds: float = 1) -> dict[str, Any]:
-    """Sleep ``seconds``, reporting progress every second."""
+def sleep(self: JobTask, seconds: float = 1, ignore_soft_limit: bool = False) -> dict[str, Any]:
+    """Sleep ``seconds``, reporting progress every second.
+
+    ``ignore_soft_limit`` plays a task stuck where the soft time limit cannot reach it,
+    so that the hard limit has to kill it.
+    """
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(1.0, left))
+        try:
+            time.sleep(min(1.0, left))
+        except SoftTimeLimitExceeded:
+            if not ignore_soft_limit:
+                raise
         self.progress(100 * (1 - max(0.0, deadline - time.monotonic()) / seconds))
     return {"slept": seconds, "pid": _pid()}
 
