@@ -130,6 +130,8 @@ def test_api_command_stops_gracefully_on_sigterm(env):
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
-    # uvicorn's own handling, not a wrapper: a clean shutdown with its lifespan run.
-    assert proc.returncode == 0, out
+    # uvicorn's own handling, not a wrapper: a clean shutdown with its lifespan run
+    # (uvicorn then re-raises the signal it caught, so the status may say SIGTERM).
+    assert proc.returncode in (0, -signal.SIGTERM), out
     assert "Application shutdown complete" in out
+    assert "Traceback" not in out
