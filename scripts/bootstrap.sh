@@ -29,7 +29,10 @@ if sys.version_info < (3, 11):
 PY
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+# pipefail keeps pip's own exit status; the filter only drops pip's noise about index
+# locations that some machines configure and do not have.
+quiet() { "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
+quiet .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 if [ "$extra" = test ]; then spec=".[test]"; else spec="."; fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" 2>&1 | grep -v '^WARNING: Location' || true
+quiet .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"
 .venv/bin/python -c 'import api.app, worker.cli' # fails loudly if the install did not work
