@@ -42,14 +42,7 @@ def test_dev_runs_everything_and_ctrl_c_stops_it_all(tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(ready, timeout=30, what="bgworker dev to serve /readyz")
+        wait_for(lambda: answers(f"{base}/readyz"), timeout=30, what="bgworker dev to be ready")
         job = httpx.post(f"{base}/v1/jobs", json={"task": "debug.sleep", "args": {"seconds": 0.2}})
         assert job.status_code == 202
         url = f"{base}/v1/jobs/{job.json()['id']}"
@@ -67,6 +60,14 @@ def test_dev_runs_everything_and_ctrl_c_stops_it_all(tmp_path):
         httpx.get(f"{base}/healthz", timeout=1)
     wait_for(lambda: not _alive(redis_pid), timeout=10, what="redis-server to exit")
     assert (tmp_path / "state" / "redis" / "appendonlydir").exists(), "Redis data is kept"
+
+
+def answers(url: str) -> bool:
+    """Whether a server answers ``url`` with 200 (not yet listening is no error)."""
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -119,14 +120,8 @@ def test_api_command_stops_gracefully_on_sigterm(env):
         text=True,
     )
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(ready, timeout=30, what="bgworker api to serve")
+        url = f"http://127.0.0.1:{port}/healthz"
+        wait_for(lambda: answers(url), timeout=30, what="bgworker api to serve")
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
