@@ -27,7 +27,6 @@ class TaskSpec:
     name: str
     validate: Validator
     debug_only: bool = False
-    summary: str = ""
 
 
 def _only(args: Mapping[str, Any], allowed: set[str], task: str) -> None:
@@ -76,9 +75,9 @@ def _noop_args(args: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
 CATALOG: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec(DEBUG_SLEEP, _sleep_args, True, "sleep `seconds`, reporting progress each second"),
-        TaskSpec(DEBUG_FLAKY, _flaky_args, True, "fail the first `fail_times` attempts"),
-        TaskSpec(DEBUG_NOOP, _noop_args, True, "do nothing (overhead benchmarks)"),
+        TaskSpec(DEBUG_SLEEP, _sleep_args, debug_only=True),
+        TaskSpec(DEBUG_FLAKY, _flaky_args, debug_only=True),
+        TaskSpec(DEBUG_NOOP, _noop_args, debug_only=True),
     )
 }
 

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.context import ctx
-from api.errors import error_response
+from api.errors import RETRY_AFTER_SECONDS, error_response
 from worker.enqueue import BROKER_ERRORS
 from worker.queues import report
 
@@ -23,7 +23,10 @@ async def readyz(request: Request) -> Response:
         await ctx(request).aredis.ping()
     except BROKER_ERRORS as exc:
         return error_response(
-            503, "broker_unavailable", f"Redis is unreachable: {exc}", {"Retry-After": "5"}
+            503,
+            "broker_unavailable",
+            f"Redis is unreachable: {exc}",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     return JSONResponse({"status": "ready"})
 

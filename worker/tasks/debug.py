@@ -6,6 +6,7 @@ fails on purpose (retries, dead letters), ``debug.noop`` measures per-job overhe
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -32,7 +33,7 @@ def sleep(self: JobTask, seconds: float = 1, ignore_soft_limit: bool = False) ->
             if not ignore_soft_limit:
                 raise
         self.progress(100 * (1 - max(0.0, deadline - time.monotonic()) / seconds))
-    return {"slept": seconds, "pid": _pid()}
+    return {"slept": seconds, "pid": os.getpid()}
 
 
 @shared_task(bind=True, base=JobTask, name=DEBUG_FLAKY)
@@ -49,9 +50,3 @@ def flaky(self: JobTask, fail_times: int = 1, permanent: bool = False) -> dict[s
 @shared_task(bind=True, base=JobTask, name=DEBUG_NOOP)
 def noop(self: JobTask) -> None:
     return None
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
