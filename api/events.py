@@ -18,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from api.context import ctx
 from worker.errors import InvalidRequest, NotFound
-from worker.jobs import Job, events_key, job_key, valid_id
+from worker.jobs import Job, events_key, job_key, text, valid_id
 
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
@@ -28,10 +28,6 @@ def _after(a: str, b: str) -> bool:
     ams, aseq = map(int, a.split("-"))
     bms, bseq = map(int, b.split("-"))
     return (ams, aseq) >= (bms, bseq)
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _event(entry_id: bytes, job: Job) -> bytes:
@@ -53,7 +49,7 @@ async def stream_events(request: Request, job_id: str) -> Response:
     resume = request.headers.get("last-event-id")
     if resume is not None and not _STREAM_ID.fullmatch(resume):
         raise InvalidRequest(f"Last-Event-ID {resume!r} is not an id this stream sent")
-    last_id = _s(last[0][0]) if last else "0-0"
+    last_id = text(last[0][0]) if last else "0-0"
     if resume is not None and Job.from_hash(record).finished and _after(resume, last_id):
         # Everything was delivered, the last event included. 204 tells an EventSource
         # to stop reconnecting (an empty 200 would make it retry forever).

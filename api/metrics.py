@@ -27,6 +27,7 @@ from worker.jobs import (
     STATS_DURATION,
     STATS_FAILURES,
     STATS_STATES,
+    text,
 )
 from worker.queues import in_flight, read_depths
 
@@ -70,7 +71,7 @@ class RedisCollector(Collector):
             "bgworker_jobs", "Jobs that entered each state", labels=["state"]
         )
         for state, count in sorted(self.client.hgetall(STATS_STATES).items()):
-            states.add_metric([_text(state)], int(count))
+            states.add_metric([text(state)], int(count))
         yield states
         failures = CounterMetricFamily(
             "bgworker_job_failures",
@@ -78,7 +79,7 @@ class RedisCollector(Collector):
             labels=["task", "code"],
         )
         for key, count in sorted(self.client.hgetall(STATS_FAILURES).items()):
-            task, _, code = _text(key).partition("|")
+            task, _, code = text(key).partition("|")
             failures.add_metric([task, code], int(count))
         yield failures
         yield self._durations()
@@ -89,7 +90,7 @@ class RedisCollector(Collector):
         )
         per_task: dict[str, dict[str, float]] = defaultdict(dict)
         for key, value in self.client.hgetall(STATS_DURATION).items():
-            task, _, field = _text(key).partition("|")
+            task, _, field = text(key).partition("|")
             per_task[task][field] = float(value)
         for task, fields in sorted(per_task.items()):
             cumulative, buckets = 0.0, []
@@ -98,7 +99,3 @@ class RedisCollector(Collector):
                 buckets.append((bound, cumulative))
             hist.add_metric([task], buckets, sum_value=fields.get("sum", 0.0))
         return hist
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -83,6 +83,9 @@ def create_celery(settings: Settings, *, with_tasks: bool = False) -> BgworkerCe
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # When the broker connection drops, kombu restores the unacknowledged messages at
+        # once; the jobs still running must stop, or a second worker runs them alongside.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -62,15 +62,7 @@ def submit(
     due = now + countdown if countdown > 0 else now + PUBLISH_GRACE
     job, created = store.create(kind, args, queue, job_id=job_id, idempotency=idempotency, due=due)
     if created and countdown <= 0:
-        try:
-            publish(celery, job)
-        except Exception as exc:
-            try:
-                store.discard(job)
-            except Exception:
-                log.exception("could not remove the record of unqueued job %s", job.id)
-            raise BrokerUnavailable(f"could not queue the job: {exc}") from exc
-        _release(store, job.id, due)
+        _publish_under_net(store, celery, job, due, undo=lambda: store.discard(job))
     return job, created
 
 
@@ -89,7 +81,7 @@ def promote_due(store: JobStore, celery: Celery, lease: float = 30.0) -> int:
 
     Safe in several processes at once: each due job is claimed under a lease first, and
     a promoter that dies before publishing leaves it to the next one once the lease runs
-    out (at worst a job is published twice, which its task shrugs off as a duplicate).
+    out (at worst a job is published twice; the task skips a duplicate of a finished job).
     """
     ids, lease_until = store.claim_due(time.time(), lease)
     published = 0
@@ -106,19 +98,30 @@ def replay_dead(store: JobStore, celery: Celery, job_id: str) -> Job:
     """Re-enqueue a dead job under the same id (its attempts keep counting)."""
     due = time.time() + PUBLISH_GRACE
     job = store.requeue_dead(job_id, due)
-    try:
-        publish(celery, job)
-    except Exception as exc:
-        store.transition(job_id, "dead", ("queued",), flags="du")
-        raise BrokerUnavailable(f"could not queue the job: {exc}") from exc
-    _release(store, job_id, due)
+    _publish_under_net(
+        store, celery, job, due, undo=lambda: store.transition(job_id, "dead", ("queued",), "du")
+    )
     return job
 
 
-def _release(store: JobStore, job_id: str, due: float) -> None:
-    """Drop the safety net of a published job. Failing here is harmless: the promoter
-    publishes the job once more after the grace period, and the duplicate is skipped."""
+def _publish_under_net(
+    store: JobStore, celery: Celery, job: Job, net_due: float, undo: Callable[[], object]
+) -> None:
+    """Publish a job whose record carries a safety-net schedule at ``net_due``, then drop it.
+
+    If the publish fails, ``undo`` puts the record back as it was and the caller gets
+    :class:`BrokerUnavailable`. If dropping the net fails, nothing is wrong but a later
+    duplicate publish by the promoter, which the task skips or reruns harmlessly.
+    """
     try:
-        store.release(job_id, due)
+        publish(celery, job)
     except Exception as exc:
-        log.warning("job %s is queued but its safety net stays: %s", job_id, exc)
+        try:
+            undo()
+        except Exception:
+            log.exception("could not undo job %s after its publish failed", job.id)
+        raise BrokerUnavailable(f"could not queue the job: {exc}") from exc
+    try:
+        store.release(job.id, net_due)
+    except Exception as exc:
+        log.warning("job %s is queued but its safety net stays: %s", job.id, exc)

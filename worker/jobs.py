@@ -90,7 +90,7 @@ class Job:
     @classmethod
     def from_hash(cls, data: Mapping[Any, Any]) -> Job:
         """From a Redis hash (or a stream entry, which holds a copy of the hash)."""
-        d = {_s(k): _s(v) for k, v in data.items()}
+        d = {text(k): text(v) for k, v in data.items()}
         return cls(
             id=d["id"],
             kind=d["kind"],
@@ -282,7 +282,7 @@ class JobStore:
             args=argv,
         )
         if earlier:
-            job = self.get(_s(earlier))
+            job = self.get(text(earlier))
             if job is not None:
                 return job, False
         return Job.from_hash(record), True
@@ -293,7 +293,7 @@ class JobStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(job_key(job.id), events_key(job.id))
         if raw:
-            pipe.delete(idempotency_key(_s(raw)))
+            pipe.delete(idempotency_key(text(raw)))
         pipe.zrem(SCHEDULED_SET, job.id)
         pipe.hincrby(STATS_STATES, "queued", -1)
         pipe.execute()
@@ -308,14 +308,12 @@ class JobStore:
     def find_idempotent(self, key: str) -> Job | None:
         """The job an earlier request with this Idempotency-Key created, if it still exists."""
         job_id = self.client.get(idempotency_key(key))
-        return self.get(_s(job_id)) if job_id else None
+        return self.get(text(job_id)) if job_id else None
 
     def require(self, job_id: str) -> Job:
         job = self.get(job_id)
         if job is None:
-            raise NotFound(
-                f"no job {job_id!r}: the id is wrong, or the record expired after its retention"
-            )
+            raise _not_found(job_id)
         return job
 
     # -- transitions ----------------------------------------------------------------
@@ -348,7 +346,7 @@ class JobStore:
             keys=[job_key(job_id), events_key(job_id), STATS_STATES, DEAD_SET, SCHEDULED_SET],
             args=argv,
         )
-        done, previous = reply[0], _s(reply[1]) if reply[1] else None
+        done, previous = reply[0], text(reply[1]) if reply[1] else None
         if not done:
             return None, previous
         flat = reply[2]
@@ -360,12 +358,15 @@ class JobStore:
             job_id, "running", ("queued", "retrying", "running"), flags="as", error=""
         )
 
+    def uncount_delivery(self, job_id: str) -> None:
+        self.client.hincrby(job_key(job_id), "deliveries", -1)
+
     def set_progress(self, job_id: str, percent: int) -> str | None:
         """Record progress; returns the job's state so a task notices a cancellation."""
         state = self._progress(
             keys=[job_key(job_id), events_key(job_id)], args=[int(percent), self.retention]
         )
-        return _s(state) if state else None
+        return text(state) if state else None
 
     def succeed(self, job_id: str, result: object, kind: str, duration: float) -> bool:
         job, _ = self.transition(
@@ -377,7 +378,8 @@ class JobStore:
             finished_at=time.time(),
             error="",
         )
-        self.observe(kind, duration)
+        if job is not None:  # not when the job was cancelled under it
+            self.observe(kind, duration)
         return job is not None
 
     def retrying(self, job_id: str, error: dict[str, str], due: float) -> bool:
@@ -404,7 +406,6 @@ class JobStore:
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a job that has not finished; a running task stops at its next progress step."""
-        self.require(job_id)
         job, previous = self.transition(
             job_id,
             "cancelled",
@@ -413,6 +414,8 @@ class JobStore:
             finished_at=time.time(),
         )
         if job is None:
+            if previous is None:
+                raise _not_found(job_id)
             raise Conflict(
                 f"job {job_id} has already finished ({previous}); "
                 "only unfinished jobs can be cancelled"
@@ -423,9 +426,9 @@ class JobStore:
         """Put a dead job back to ``queued`` with fresh retries, scheduled at ``due``.
 
         The caller publishes it at once and then releases the schedule; ``due`` is the
-        safety net should it die in between.
+        safety net should it die in between. The last error stays on the record until
+        the job starts again.
         """
-        self.require(job_id)
         job, previous = self.transition(
             job_id,
             "queued",
@@ -434,11 +437,12 @@ class JobStore:
             due=due,
             progress=0,
             finished_at="",
-            error="",
             retries=0,
             deliveries=0,
         )
         if job is None:
+            if previous is None:
+                raise _not_found(job_id)
             raise Conflict(f"job {job_id} is {previous}, not dead: only dead jobs can be replayed")
         return job
 
@@ -447,7 +451,7 @@ class JobStore:
         """Ids of scheduled jobs that are due, leased until ``now + lease``."""
         until = now + lease
         ids = self._claim(keys=[SCHEDULED_SET], args=[repr(now), repr(until), limit])
-        return [_s(i) for i in ids], until
+        return [text(i) for i in ids], until
 
     def release(self, job_id: str, lease_until: float) -> None:
         self._release(keys=[SCHEDULED_SET], args=[job_id, repr(lease_until)])
@@ -462,7 +466,7 @@ class JobStore:
         jobs: list[Job] = []
         gone: list[bytes] = []
         for raw in ids:
-            job = self.get(_s(raw))
+            job = self.get(text(raw))
             if job is None:
                 gone.append(raw)
             else:
@@ -483,6 +487,12 @@ class JobStore:
         pipe.execute()
 
 
+def _not_found(job_id: str) -> NotFound:
+    return NotFound(
+        f"no job {job_id!r}: the id is wrong, or the record expired after its retention"
+    )
+
+
 def _encode(value: object) -> str:
     if value is None or value == "":
         return ""
@@ -493,7 +503,7 @@ def _encode(value: object) -> str:
     return str(value)
 
 
-def _s(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 

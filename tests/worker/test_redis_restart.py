@@ -45,3 +45,19 @@ def test_job_whose_progress_cannot_be_recorded_runs_again(
     )
     assert job.state == "succeeded"
     assert job.attempts == 2, "the interrupted run was not counted as done"
+
+
+def test_dropped_broker_connection_does_not_run_the_job_twice_at_once(
+    start_worker, store, celery_app, rclient
+):
+    worker = start_worker("--concurrency", "2")
+    job_id = submit(store, celery_app, "debug.sleep", {"seconds": 3}, "default")[0].id
+    wait_state(store, job_id, "running")
+    # Redis stays up; only the connections drop (a proxy, a failover, an idle-kill).
+    rclient.client_kill_filter(_type="normal", skipme=True)
+    assert wait_state(store, job_id, "succeeded", timeout=60).state == "succeeded"
+    # Proving an absence takes time: a second body, had one started, would have begun
+    # before the success above and ends within the job's 3 s.
+    time.sleep(4)
+    finished = worker.output.count(f"debug.sleep[{job_id}] succeeded")
+    assert finished == 1, worker.output

@@ -12,6 +12,7 @@ acknowledged, and the API's promoter publishes a new one when the backoff has pa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any, cast
@@ -75,6 +76,9 @@ class JobTask(Task[Any, Any]):
             # back (or, if Redis is down altogether, leave it unacknowledged for the
             # visibility timeout). The job runs again; its task is idempotent.
             log.warning("job %s: Redis failed (%s); returning its message", self.job_id, exc)
+            with contextlib.suppress(Exception):
+                # A Redis hiccup is not a dying worker: do not count it as a delivery.
+                self.store.uncount_delivery(self.job_id)
             raise Reject(str(exc), requeue=True) from exc
 
     def _run_job(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
