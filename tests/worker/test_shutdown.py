@@ -83,9 +83,9 @@ def test_sigkill_mid_job_is_redelivered_after_the_visibility_timeout(
     wait_state(store, job_id, "running")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
-    # The message waits in kombu's unacked hash, not in the list.
+    # The message waits in kombu's unacked hash, not in the list, since its delivery.
     assert rclient.hlen("unacked") == 1
-    killed_at = time.monotonic()
+    [(_, delivered_at)] = rclient.zrange("unacked_index", 0, -1, withscores=True)
 
     start_worker()
     wait_for(
@@ -94,11 +94,11 @@ def test_sigkill_mid_job_is_redelivered_after_the_visibility_timeout(
         interval=0.02,
         what="the second start of the job",
     )
-    delay = time.monotonic() - killed_at
+    delay = time.time() - delivered_at
     wait_state(store, job_id, "succeeded", timeout=30)
     # Not before the visibility timeout (a running job is never handed out twice), and
     # soon after it: a live worker scans every restore interval.
-    assert settings.visibility_timeout - 1 <= delay
+    assert settings.visibility_timeout <= delay
     assert delay <= settings.visibility_timeout + settings.restore_interval + 10
     assert successes(rclient) == 1
     assert rclient.hlen("unacked") == 0
