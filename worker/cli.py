@@ -172,9 +172,16 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    children = {"worker": worker, "API": api}
     try:
-        while not stop and worker.poll() is None and api.poll() is None:
+        while not stop and all(p.poll() is None for p in children.values()):
             time.sleep(0.2)
+        for name, proc in children.items():
+            if proc.returncode is not None and not stop:
+                hint = "; if its port is taken, pick another with --port" if name == "API" else ""
+                print(
+                    f"bgworker: the {name} exited with status {proc.returncode} (see above{hint})"
+                )
     finally:
         print("bgworker: stopping worker, API and Redis...", flush=True)
         for proc in (worker, api):
@@ -188,8 +195,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
                 proc.wait()
         if server is not None:
             server.stop()
-    failed = [p.args[3] for p in (worker, api) if p.returncode not in (0, -signal.SIGTERM)]  # type: ignore[index]
-    return 1 if failed and not stop else 0
+    # After Ctrl-C every way of stopping is fine (a worker that had to requeue exits 1).
+    return 0 if stop else 1
 
 
 if __name__ == "__main__":
