@@ -84,10 +84,12 @@ class WorkerProcess:
         return self
 
     def children(self) -> list[int]:
+        """Live pool processes (a killed one may linger as a zombie for a moment)."""
         out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.pid)], capture_output=True, text=True
+            ["ps", "-o", "pid=,stat=", "--ppid", str(self.pid)], capture_output=True, text=True
         ).stdout
-        return [int(p) for p in out.split()]
+        rows = [line.split() for line in out.splitlines() if line.strip()]
+        return [int(pid) for pid, stat in rows if not stat.startswith("Z")]
 
     def signal(self, sig: int) -> None:
         os.kill(self.pid, sig)

@@ -139,3 +139,17 @@ def test_idle_worker_exits_at_once_on_sigterm(start_worker):
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=10) == 0
     assert time.monotonic() - t0 < 8
+
+
+def test_job_that_kills_its_worker_every_time_ends_dead(start_worker, store, celery_app):
+    """The out-of-memory loop: each start dies with its pool process."""
+    worker = start_worker()
+    job_id = sleep_job(store, celery_app, 8)
+    for start in range(1, 5):
+        wait_for(lambda s=start: store.require(job_id).attempts == s, what=f"start {start}")
+        os.kill(wait_for(worker.children, what="pool process")[0], signal.SIGKILL)
+    job = wait_state(store, job_id, "dead", "succeeded", "failed", timeout=30)
+    assert job.state == "dead"
+    assert job.error is not None and job.error["code"] == "worker_lost"
+    assert job.attempts == 5, "the fifth delivery is counted, then refused"
+    assert worker.proc.poll() is None, "the worker survives it all"
