@@ -1,10 +1,13 @@
-"""Checks of query parameters and headers shared by several routes (422 on anything odd)."""
+"""What several routes share: checks of parameters and headers (422 on anything odd), and
+the ``202 Accepted`` answer."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from worker.errors import InvalidRequest
+from worker.jobs import Job
 from worker.queues import DEFAULT_QUEUE, QUEUES
 
 MAX_IDEMPOTENCY_KEY = 200
@@ -45,5 +48,8 @@ def widths(value: str | None, allowed: tuple[int, ...]) -> list[int]:
     return asked
 
 
-def links(job_id: str) -> dict[str, str]:
-    return {"self": f"/v1/jobs/{job_id}", "events": f"/v1/jobs/{job_id}/events"}
+def accepted(job: Job, **more_links: object) -> JSONResponse:
+    """``202 Accepted`` for a queued job: its id, state and where to follow it."""
+    links = {"self": f"/v1/jobs/{job.id}", "events": f"/v1/jobs/{job.id}/events", **more_links}
+    body = {"id": job.id, "state": job.state, "links": links}
+    return JSONResponse(body, 202, headers={"Location": f"/v1/jobs/{job.id}"})

@@ -11,7 +11,7 @@ States::
     queued ──► running ──► succeeded
       │          │ ▲ ──► failed        (permanent error)
       │          ▼ │ ──► dead ──► queued (replayed from the dead-letter set)
-      │        retrying
+      │        retrying   (waits in the scheduled set until its backoff has passed)
       └──────────┴──────► cancelled
 """
 
@@ -29,7 +29,6 @@ import redis
 
 from worker.errors import Conflict, NotFound
 
-STATES = ("queued", "running", "retrying", "succeeded", "failed", "dead", "cancelled")
 TERMINAL = frozenset({"succeeded", "failed", "dead", "cancelled"})
 
 KEY_PREFIX = "bgworker:"
@@ -154,13 +153,16 @@ if ARGV[3] ~= '' then redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1]) end
 return false
 """.replace("$MAXLEN", str(EVENTS_MAXLEN))
 
-# Move a job to a new state if it is in an allowed one.
-# KEYS: job hash, events stream, state stats hash, dead set, scheduled set
-# ARGV: new state, allowed current states ("" = any), ttl, now, job id, flags, due,
+# Move a job to a new state if it is in an allowed one, with its side effects, atomically.
+# KEYS: job hash, events stream, state stats, dead set, scheduled set, duration stats,
+#       failure stats
+# ARGV: new state, allowed current states ("" = any), ttl, now, job id, flags,
+#       number (a due time or a duration), label (a histogram bucket or an error code),
 #       field/value pairs...
-# flags: "a" count a start (attempts and deliveries), "s" set started_at once,
-#        "d" add to the dead set, "q" leave it, "r" count a retry and schedule it at `due`,
-#        "z" schedule at `due` (a safety net while publishing), "u" leave the scheduled set.
+# flags, one effect each: "a" count a start (attempts and deliveries), "s" set started_at
+#   once, "d" add to the dead set, "q" leave it, "r" count a retry, "z" schedule at
+#   `number`, "u" leave the scheduled set, "h" add duration `number` to bucket `label`,
+#   "f" count a failure with code `label`.
 # Returns {1, previous state, record} or {0, current state}.
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'state')
@@ -170,7 +172,7 @@ if ARGV[2] ~= '' and not string.find(',' .. ARGV[2] .. ',', ',' .. cur .. ',', 1
 end
 local flags = ARGV[6]
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
-for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if string.find(flags, 'a', 1, true) then
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
@@ -178,12 +180,17 @@ end
 if string.find(flags, 's', 1, true) then redis.call('HSETNX', KEYS[1], 'started_at', ARGV[4]) end
 if string.find(flags, 'd', 1, true) then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5]) end
 if string.find(flags, 'q', 1, true) then redis.call('ZREM', KEYS[4], ARGV[5]) end
-if string.find(flags, 'r', 1, true) then
-  redis.call('HINCRBY', KEYS[1], 'retries', 1)
-  redis.call('ZADD', KEYS[5], ARGV[7], ARGV[5])
-end
+if string.find(flags, 'r', 1, true) then redis.call('HINCRBY', KEYS[1], 'retries', 1) end
 if string.find(flags, 'z', 1, true) then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[5]) end
 if string.find(flags, 'u', 1, true) then redis.call('ZREM', KEYS[5], ARGV[5]) end
+local kind = redis.call('HGET', KEYS[1], 'kind')
+if string.find(flags, 'h', 1, true) then
+  redis.call('HINCRBY', KEYS[6], kind .. '|' .. ARGV[8], 1)
+  redis.call('HINCRBYFLOAT', KEYS[6], kind .. '|sum', ARGV[7])
+end
+if string.find(flags, 'f', 1, true) then
+  redis.call('HINCRBY', KEYS[7], kind .. '|' .. ARGV[8], 1)
+end
 if cur ~= ARGV[1] then redis.call('HINCRBY', KEYS[3], ARGV[1], 1) end
 local record = redis.call('HGETALL', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', $MAXLEN, '*', unpack(record))
@@ -323,10 +330,11 @@ class JobStore:
         state: str,
         allowed_from: Sequence[str] = (),
         flags: str = "",
-        due: float | None = None,
+        number: float | None = None,
+        label: str = "",
         **fields: object,
     ) -> tuple[Job | None, str | None]:
-        """Move a job to ``state`` if it is in one of ``allowed_from``.
+        """Move a job to ``state`` if it is in one of ``allowed_from`` (flags: see _TRANSITION).
 
         Returns ``(record after the change, previous state)``, or ``(None, current state)``
         when the job is missing or in a state that does not allow the change.
@@ -338,14 +346,13 @@ class JobStore:
             repr(time.time()),
             job_id,
             flags or "-",
-            repr(due) if due is not None else "",
+            repr(number) if number is not None else "",
+            label,
         ]
         for name, value in fields.items():
             argv += [name, _encode(value)]
-        reply = self._transition(
-            keys=[job_key(job_id), events_key(job_id), STATS_STATES, DEAD_SET, SCHEDULED_SET],
-            args=argv,
-        )
+        keys = [job_key(job_id), events_key(job_id), STATS_STATES, DEAD_SET, SCHEDULED_SET]
+        reply = self._transition(keys=[*keys, STATS_DURATION, STATS_FAILURES], args=argv)
         done, previous = reply[0], text(reply[1]) if reply[1] else None
         if not done:
             return None, previous
@@ -368,40 +375,41 @@ class JobStore:
         )
         return text(state) if state else None
 
-    def succeed(self, job_id: str, result: object, kind: str, duration: float) -> bool:
+    def succeed(self, job_id: str, result: object, duration: float) -> bool:
+        """Record the result, and the run time in the duration histogram, in one step."""
+        bucket = next((str(b) for b in DURATION_BUCKETS if duration <= b), "+Inf")
         job, _ = self.transition(
             job_id,
             "succeeded",
             ("running",),
+            flags="h",
+            number=duration,
+            label=bucket,
             progress=100,
             result=json.dumps(result),
             finished_at=time.time(),
             error="",
         )
-        if job is not None:  # not when the job was cancelled under it
-            self.observe(kind, duration)
         return job is not None
 
     def retrying(self, job_id: str, error: dict[str, str], due: float) -> bool:
         """Schedule the next attempt at ``due`` (the scheduled set, not worker memory)."""
         job, _ = self.transition(
-            job_id, "retrying", ("running",), flags="r", due=due, error=error, deliveries=0
+            job_id, "retrying", ("running",), flags="rz", number=due, error=error, deliveries=0
         )
         return job is not None
 
-    def fail(self, job_id: str, kind: str, error: dict[str, str], *, dead: bool) -> bool:
+    def fail(self, job_id: str, error: dict[str, str], *, dead: bool) -> bool:
         """End a job as ``failed`` (permanent) or ``dead`` (retries exhausted, dead-lettered)."""
-        state = "dead" if dead else "failed"
         job, _ = self.transition(
             job_id,
-            state,
+            "dead" if dead else "failed",
             ("queued", "running", "retrying"),
-            flags="du" if dead else "u",
+            flags="duf" if dead else "uf",
+            label=error["code"],
             error=error,
             finished_at=time.time(),
         )
-        if job is not None:
-            self.client.hincrby(STATS_FAILURES, f"{kind}|{error['code']}", 1)
         return job is not None
 
     def cancel(self, job_id: str) -> Job:
@@ -434,7 +442,7 @@ class JobStore:
             "queued",
             ("dead",),
             flags="qz",
-            due=due,
+            number=due,
             progress=0,
             finished_at="",
             retries=0,
@@ -456,35 +464,21 @@ class JobStore:
     def release(self, job_id: str, lease_until: float) -> None:
         self._release(keys=[SCHEDULED_SET], args=[job_id, repr(lease_until)])
 
-    def scheduled_count(self) -> int:
-        return int(self.client.zcard(SCHEDULED_SET))
-
     # -- dead letters and statistics --------------------------------------------------
     def dead(self, limit: int = 100) -> list[Job]:
         """Dead jobs, newest first; ids whose record expired are pruned on the way."""
         ids: list[bytes] = self.client.zrevrange(DEAD_SET, 0, max(0, limit - 1))  # type: ignore[assignment]
-        jobs: list[Job] = []
-        gone: list[bytes] = []
+        pipe = self.client.pipeline(transaction=False)
         for raw in ids:
-            job = self.get(text(raw))
-            if job is None:
-                gone.append(raw)
-            else:
-                jobs.append(job)
+            pipe.hgetall(job_key(text(raw)))
+        records = pipe.execute()
+        gone = [raw for raw, record in zip(ids, records, strict=True) if not record]
         if gone:
             self.client.zrem(DEAD_SET, *gone)
-        return jobs
+        return [Job.from_hash(record) for record in records if record]
 
     def dead_count(self) -> int:
         return int(self.client.zcard(DEAD_SET))
-
-    def observe(self, kind: str, seconds: float) -> None:
-        """Add one job duration to the shared histogram that ``/metrics`` exposes."""
-        bucket = next((str(b) for b in DURATION_BUCKETS if seconds <= b), "+Inf")
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hincrby(STATS_DURATION, f"{kind}|{bucket}", 1)
-        pipe.hincrbyfloat(STATS_DURATION, f"{kind}|sum", seconds)
-        pipe.execute()
 
 
 def _not_found(job_id: str) -> NotFound:

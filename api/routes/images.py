@@ -68,15 +68,8 @@ def _store_and_enqueue(
 
 def _accepted(job: Job) -> JSONResponse:
     widths = job.args.get("widths", [])
-    body = {
-        "id": job.id,
-        "state": job.state,
-        "links": {
-            **params.links(job.id),
-            "thumbnails": {str(w): f"/v1/images/{job.id}/{w}" for w in widths},
-        },
-    }
-    return JSONResponse(body, 202, headers={"Location": f"/v1/jobs/{job.id}"})
+    thumbnails = {str(w): f"/v1/images/{job.id}/{w}" for w in widths}
+    return params.accepted(job, thumbnails=thumbnails)
 
 
 async def thumbnail(request: Request) -> Response:

@@ -49,11 +49,7 @@ async def create_job(request: Request) -> Response:
     job, _ = await run_in_threadpool(
         submit, c.store, c.celery, task, clean_args, queue, countdown=delay, idempotency=key
     )
-    return JSONResponse(
-        {"id": job.id, "state": job.state, "links": params.links(job.id)},
-        202,
-        headers={"Location": f"/v1/jobs/{job.id}"},
-    )
+    return params.accepted(job)
 
 
 def _delay(value: Any, maximum: int) -> float:
@@ -95,7 +91,7 @@ def _dead_view(job: Any) -> dict[str, Any]:
 async def retry_dead(request: Request) -> Response:
     c = ctx(request)
     job = await run_in_threadpool(replay_dead, c.store, c.celery, request.path_params["id"])
-    return JSONResponse({"id": job.id, "state": job.state, "links": params.links(job.id)}, 202)
+    return params.accepted(job)
 
 
 routes = [

@@ -93,7 +93,7 @@ class JobTask(Task[Any, Any]):
                 f"job was started {job.deliveries} times without finishing; the worker "
                 "process died each time (out of memory?)"
             )
-            self.store.fail(job_id, self.name, error_info("worker_lost", message), dead=True)
+            self.store.fail(job_id, error_info("worker_lost", message), dead=True)
             raise Ignore()
         t0 = time.perf_counter()
         try:
@@ -101,11 +101,8 @@ class JobTask(Task[Any, Any]):
         except JobCancelled:
             log.info("job %s was cancelled while running", job_id)
             raise Ignore() from None
-        except InputError as exc:
-            self.store.fail(job_id, self.name, error_info(exc.code, exc.message), dead=False)
-            raise PermanentError(exc.message) from exc
-        except PermanentError as exc:
-            self.store.fail(job_id, self.name, error_info(exc.code, exc.message), dead=False)
+        except (InputError, PermanentError) as exc:  # a corrupt image; retrying cannot help
+            self.store.fail(job_id, error_info(exc.code, exc.message), dead=False)
             raise
         except TRANSIENT as exc:
             self._retry_or_bury(job, exc)
@@ -113,9 +110,9 @@ class JobTask(Task[Any, Any]):
         except BROKER_ERRORS:
             raise
         except Exception as exc:
-            self.store.fail(job_id, self.name, error_info("task_error", _describe(exc)), dead=False)
+            self.store.fail(job_id, error_info("task_error", _describe(exc)), dead=False)
             raise
-        self.store.succeed(job_id, result, self.name, time.perf_counter() - t0)
+        self.store.succeed(job_id, result, time.perf_counter() - t0)
         return result
 
     def _retry_or_bury(self, job: Job, exc: Exception) -> None:
@@ -123,7 +120,7 @@ class JobTask(Task[Any, Any]):
         error = error_info(getattr(exc, "code", "transient_error"), _describe(exc))
         if job.retries >= settings.max_retries:
             error["message"] += f" (gave up after {settings.max_retries} retries)"
-            self.store.fail(job.id, self.name, error, dead=True)
+            self.store.fail(job.id, error, dead=True)
             return None
         countdown = get_exponential_backoff_interval(
             factor=1,
@@ -153,7 +150,6 @@ class JobTask(Task[Any, Any]):
         if isinstance(exc, TimeLimitExceeded):
             self.store.fail(
                 task_id,
-                self.name,
                 error_info("time_limit", f"killed after the hard time limit of {exc.args[0]} s"),
                 dead=False,
             )
