@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from worker.errors import BgworkerError
 from worker.queues import QUEUES
@@ -57,7 +58,26 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="pool processes, one job each (default: BGWORKER_WORKER_CONCURRENCY or 1)",
     )
+    worker.add_argument(
+        "--heartbeat-file",
+        type=Path,
+        default=None,
+        help="touch this file every few seconds while consuming (for `bgworker alive`)",
+    )
     worker.set_defaults(run=cmd_worker)
+
+    alive = sub.add_parser(
+        "alive",
+        help="liveness probe: exit 0 if the worker writing HEARTBEAT_FILE is not stuck",
+    )
+    alive.add_argument("heartbeat_file", type=Path, metavar="HEARTBEAT_FILE")
+    alive.add_argument(
+        "--max-age",
+        type=float,
+        default=60.0,
+        help="seconds without a heartbeat after which the worker counts as stuck",
+    )
+    alive.set_defaults(run=cmd_alive)
 
     queues = sub.add_parser("queues", help="print waiting, in-flight and dead job counts")
     queues.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -94,7 +114,19 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
         settings = settings.replace(worker_queues=queues)
         settings.check()
-    run_worker(settings, queues, args.concurrency or settings.worker_concurrency)
+    run_worker(
+        settings, queues, args.concurrency or settings.worker_concurrency, args.heartbeat_file
+    )
+    return 0
+
+
+def cmd_alive(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.liveness import problem
+
+    reason = problem(args.heartbeat_file, args.max_age)
+    if reason is not None:
+        print(f"bgworker: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,17 +9,25 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 
-from worker import shutdown
+from worker import liveness, shutdown
 from worker.celery_app import create_celery
 from worker.queues import QUEUES
 from worker.settings import Settings
 
 
-def run_worker(settings: Settings, queues: Sequence[str], concurrency: int) -> None:
+def run_worker(
+    settings: Settings,
+    queues: Sequence[str],
+    concurrency: int,
+    heartbeat_file: Path | None = None,
+) -> None:
     settings.storage_dir.mkdir(parents=True, exist_ok=True)
     app = create_celery(settings, with_tasks=True)
-    shutdown.install(settings.shutdown_timeout)
+    if heartbeat_file is not None:
+        app.steps["consumer"].add(liveness.heartbeat_step(heartbeat_file))
+    shutdown.install(settings.shutdown_timeout, heartbeat_file)
     argv = [
         "worker",
         # Listed in priority order whatever order the caller gave: kombu's "priority"

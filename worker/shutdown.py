@@ -21,20 +21,25 @@ import logging
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 from celery.signals import worker_process_init, worker_shutting_down
 from celery.worker import state
 
+from worker import liveness
+
 log = logging.getLogger(__name__)
 
 
-def install(shutdown_timeout: float) -> None:
+def install(shutdown_timeout: float, heartbeat_file: Path | None = None) -> None:
     """Connect the deadline and the child isolation to Celery's signals (once per process)."""
 
     def arm_deadline(sig: str, how: str, exitcode: int, **_: Any) -> None:
         if how != "Warm":
             return
+        if heartbeat_file is not None:
+            liveness.mark_draining(heartbeat_file)
         log.warning(
             "%s received: finishing the job in hand, at most %s s before it is requeued",
             sig,
