@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+import subprocess
+import sys
+from urllib.parse import quote
 
+import kombu
+import pytest
+import redis
+
+from tests.helpers import REPO, wait_for, wait_state
+from worker.celery_app import create_celery
+from worker.enqueue import submit
 from worker.errors import SettingsError
+from worker.jobs import JobStore
+from worker.redis_server import free_port
 from worker.settings import Settings
 
 
@@ -42,3 +54,89 @@ def test_bad_or_unknown_variable_is_named(env, names):
 def test_state_dir_moves_storage_along():
     s = Settings.from_env({"BGWORKER_STATE_DIR": "/srv/bg"})
     assert str(s.storage_dir) == "/srv/bg/storage"
+
+
+AWKWARD_PASSWORD = "p@ss:w/rd%41 #?"
+
+
+def test_password_setting_is_encoded_into_the_url_and_redacted():
+    s = Settings.from_env(
+        {"BGWORKER_REDIS_URL": "redis://redis:6379/2", "BGWORKER_REDIS_PASSWORD": AWKWARD_PASSWORD}
+    )
+    assert s.redis_url_redacted == "redis://:***@redis:6379/2"
+    assert AWKWARD_PASSWORD not in repr(s)
+    # Both clients that read the URL get the password back exactly.
+    assert redis.connection.parse_url(s.redis_url)["password"] == AWKWARD_PASSWORD
+    assert kombu.Connection(s.redis_url).password == AWKWARD_PASSWORD
+
+
+def test_password_in_two_places_is_refused():
+    with pytest.raises(SettingsError, match="BGWORKER_REDIS_PASSWORD"):
+        Settings.from_env(
+            {"BGWORKER_REDIS_URL": "redis://:a@redis:6379/0", "BGWORKER_REDIS_PASSWORD": "b"}
+        )
+
+
+def test_worker_and_cli_reach_a_password_protected_redis(tmp_path, start_worker, env):
+    port = free_port()
+    conf = tmp_path / "redis.conf"
+    # Redis config strings take double quotes with backslash escapes.
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\nsave \"\"\ndir {tmp_path}\n"
+        f'requirepass "{AWKWARD_PASSWORD}"\n'
+    )
+    server = subprocess.Popen(["redis-server", str(conf)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _pong(port), timeout=10, what="redis-server with a password")
+        secured = {
+            **env,
+            "BGWORKER_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+            "BGWORKER_REDIS_PASSWORD": AWKWARD_PASSWORD,
+        }
+        cli = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "queues", "--json"],
+            env={**os.environ, **secured},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert cli.returncode == 0, cli.stderr
+        settings = Settings.from_env(secured)
+        worker = start_worker(**secured)
+        app = create_celery(settings)
+        store = JobStore(redis.Redis.from_url(settings.redis_url), 3600)
+        job, _ = submit(store, app, "debug.noop", {}, "default")
+        wait_state(store, job.id, "succeeded")
+        worker.stop()
+        assert AWKWARD_PASSWORD not in worker.output
+        assert quote(AWKWARD_PASSWORD, safe="") not in worker.output
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_wrong_password_error_names_the_redacted_url(tmp_path, env):
+    cli = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "queues"],
+        env={
+            **os.environ,
+            **env,
+            "BGWORKER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "BGWORKER_REDIS_PASSWORD": AWKWARD_PASSWORD,
+        },
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert cli.returncode == 1
+    assert ":***@127.0.0.1" in cli.stderr
+    assert AWKWARD_PASSWORD not in cli.stderr
+
+
+def _pong(port: int) -> bool:
+    try:
+        return redis.Redis(port=port, password=AWKWARD_PASSWORD).ping()
+    except redis.ConnectionError:
+        return False

@@ -33,6 +33,7 @@ def thumbnails(self: JobTask, widths: list[int]) -> dict[str, Any]:
         widths,
         max_pixels=settings.max_pixels,
         quality=settings.thumbnail_quality,
+        method=settings.thumbnail_webp_method,
         on_thumbnail=save,
     )
     for width, (w, h) in sizes.items():
