@@ -139,7 +139,10 @@ def cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
     try:
         data = report(client)
     except redis.ConnectionError as exc:
-        print(f"bgworker: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        print(
+            f"bgworker: cannot reach Redis at {settings.redis_url_redacted}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     if args.json:
         print(json.dumps(data, indent=2))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from worker.errors import SettingsError
 from worker.queues import QUEUES
@@ -44,6 +45,8 @@ class Settings:
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_url_from_env: bool = False
+    # Kept apart from the URL so it can come from a Secret as it is: any character works.
+    redis_password: str = field(default="", repr=False)
     state_dir: Path = Path(".bgworker")
     storage_dir: Path = Path(".bgworker/storage")
     thumbnail_widths: tuple[int, ...] = (320, 640, 1280)
@@ -98,6 +101,12 @@ class Settings:
         if "storage_dir" not in values and "state_dir" in values:
             values["storage_dir"] = Path(str(values["state_dir"])) / "storage"
         values["redis_url_from_env"] = "redis_url" in values
+        if values.get("redis_password"):
+            url = str(values.get("redis_url", cls.redis_url))
+            try:
+                values["redis_url"] = _with_password(url, str(values["redis_password"]))
+            except ValueError as exc:
+                raise SettingsError(f"BGWORKER_REDIS_PASSWORD: {exc}") from None
         if "task_time_limits" in values:
             merged = dict(DEFAULT_TASK_TIME_LIMITS)
             merged.update(values["task_time_limits"])  # type: ignore[call-overload]
@@ -150,6 +159,16 @@ class Settings:
         hard time limit. Anything longer only slows recovery after a SIGKILL.
         """
         return self.longest_time_limit + self.visibility_margin
+
+    @property
+    def redis_url_redacted(self) -> str:
+        """The Redis URL for messages and logs: any password shown as ``***``."""
+        parts = urlsplit(self.redis_url)
+        if parts.password is None:
+            return self.redis_url
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -213,6 +232,21 @@ def _time_limits(raw: str) -> dict[str, TimeLimits]:
     return limits
 
 
+def _with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` in it, percent-encoded so that ``@``, ``:`` or ``/`` are safe
+    (redis-py and kombu both decode it)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        raise ValueError("a unix:// URL takes its password as ?password=...")
+    if parts.password is not None:
+        raise ValueError(
+            "BGWORKER_REDIS_URL already has a password; set the password in one place only"
+        )
+    user = parts.username or ""  # already percent-encoded as written in the URL
+    netloc = f"{user}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -228,6 +262,7 @@ def _redis_url(raw: str) -> str:
 
 _ENV_FIELDS: dict[str, Callable[[str], object]] = {
     "redis_url": _redis_url,
+    "redis_password": str,
     "state_dir": Path,
     "storage_dir": Path,
     "thumbnail_widths": _widths,

@@ -82,8 +82,7 @@ def test_worker_and_cli_reach_a_password_protected_redis(tmp_path, start_worker,
     conf = tmp_path / "redis.conf"
     # Redis config strings take double quotes with backslash escapes.
     conf.write_text(
-        f"port {port}\nbind 127.0.0.1\nsave \"\"\ndir {tmp_path}\n"
-        f'requirepass "{AWKWARD_PASSWORD}"\n'
+        f'port {port}\nbind 127.0.0.1\nsave ""\ndir {tmp_path}\nrequirepass "{AWKWARD_PASSWORD}"\n'
     )
     server = subprocess.Popen(["redis-server", str(conf)], stdout=subprocess.DEVNULL)
     try:
