@@ -130,3 +130,47 @@ def test_api_command_stops_gracefully_on_sigterm(env):
     assert proc.returncode in (0, -signal.SIGTERM), out
     assert "Application shutdown complete" in out
     assert "Traceback" not in out
+
+
+def _serve_api(env, port: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "api", "--port", str(port)],
+        env={**os.environ, **env},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    wait_for(lambda: answers(f"http://127.0.0.1:{port}/readyz"), timeout=30, what="the API")
+    return proc
+
+
+def test_smoke_passes_against_a_working_installation(env, start_worker):
+    port = free_port()
+    api = _serve_api(env, port)
+    try:
+        start_worker()
+        out = run_cli(env, "smoke", f"http://127.0.0.1:{port}", "--timeout", "30")
+    finally:
+        api.terminate()
+        api.wait(30)
+    assert out.returncode == 0, out.stderr
+    assert "bgworker smoke: OK" in out.stdout
+    assert "bytes of WebP" in out.stdout
+
+
+def test_smoke_says_what_is_broken(env):
+    port = free_port()
+    out = run_cli(env, "smoke", f"http://127.0.0.1:{port}")
+    assert out.returncode == 1
+    assert "cannot reach the API" in out.stderr
+
+    api = _serve_api(env, port)  # an API, but no worker: the job never runs
+    try:
+        out = run_cli(env, "smoke", f"http://127.0.0.1:{port}", "--timeout", "2")
+    finally:
+        api.terminate()
+        api.wait(30)
+    assert out.returncode == 1
+    assert "still queued after 2 s" in out.stderr
+    assert "are workers running" in out.stderr

@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     alive.set_defaults(run=cmd_alive)
 
+    smoke = sub.add_parser(
+        "smoke", help="check a running installation end to end: upload, wait, fetch a thumbnail"
+    )
+    smoke.add_argument("url", metavar="API_URL", help="e.g. http://bgw-bgworker-api")
+    smoke.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the job")
+    smoke.set_defaults(run=cmd_smoke)
+
     queues = sub.add_parser("queues", help="print waiting, in-flight and dead job counts")
     queues.add_argument("--json", action="store_true", help="print JSON instead of a table")
     queues.set_defaults(run=cmd_queues)
@@ -127,6 +134,19 @@ def cmd_alive(settings: Settings, args: argparse.Namespace) -> int:
     if reason is not None:
         print(f"bgworker: {reason}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_smoke(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.errors import SmokeFailed
+    from worker.smoke import run
+
+    try:
+        run(args.url, args.timeout)
+    except SmokeFailed as exc:
+        print(f"bgworker smoke: FAILED: {exc.message}", file=sys.stderr)
+        return 1
+    print("bgworker smoke: OK")
     return 0
 
 

@@ -11,6 +11,7 @@
     │   └── ImageTooLarge          422 too_many_pixels (decompression bomb guard)
     ├── BrokerUnavailable          503 broker_unavailable (Redis unreachable; retry later)
     ├── SettingsError              a BGWORKER_* variable is missing or malformed (start-up)
+    ├── SmokeFailed                ``bgworker smoke`` found a broken installation
     └── TaskError                  raised inside a task body
         ├── TransientError         retried with backoff, then dead-lettered
         └── PermanentError         fails the job at once, no retry
@@ -102,3 +103,9 @@ class PermanentError(TaskError):
     """Retrying cannot help (corrupt input): the job fails at once."""
 
     code = "permanent_error"
+
+
+class SmokeFailed(BgworkerError):
+    """An end-to-end check of a running installation failed; the message says where."""
+
+    code = "smoke_failed"
