@@ -1,0 +1,186 @@
+{{/* Chart name, overridable. */}}
+{{- define "bgworker.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "<release>-<chart>" (or the release name when it already contains the chart name). */}}
+{{- define "bgworker.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Names of the parts; every template and NOTES.txt go through these. */}}
+{{- define "bgworker.api.fullname" -}}
+{{- printf "%s-api" (include "bgworker.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "bgworker.worker.fullname" -}}
+{{- printf "%s-worker" (include "bgworker.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "bgworker.redis.fullname" -}}
+{{- printf "%s-redis" (include "bgworker.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "bgworker.storage.claimName" -}}
+{{- default (printf "%s-storage" (include "bgworker.fullname" .)) .Values.storage.existingClaim }}
+{{- end }}
+
+{{- define "bgworker.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "bgworker.labels" -}}
+helm.sh/chart: {{ include "bgworker.chart" . }}
+{{ include "bgworker.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: bgworker
+{{- end }}
+
+{{/* Selector labels: stable across upgrades (no chart version in them). */}}
+{{- define "bgworker.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "bgworker.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels and selector labels of one component: (dict "ctx" $ "component" "api"). */}}
+{{- define "bgworker.componentLabels" -}}
+{{ include "bgworker.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- define "bgworker.componentSelectorLabels" -}}
+{{ include "bgworker.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "bgworker.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "bgworker.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "bgworker.image" -}}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
+{{- end }}
+
+{{/* Redis: where it is, and which Secret holds its password (empty: no password). */}}
+{{- define "bgworker.redis.host" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "%s.%s.svc" (include "bgworker.redis.fullname" .) .Release.Namespace }}
+{{- else if .Values.externalRedis.url }}
+{{- (split ":" (include "bgworker.redis.authority" .))._0 }}
+{{- else }}
+{{- required "externalRedis.host or externalRedis.url is required when redis.enabled is false" .Values.externalRedis.host }}
+{{- end }}
+{{- end }}
+
+{{- define "bgworker.redis.port" -}}
+{{- if .Values.redis.enabled }}
+{{- .Values.redis.port }}
+{{- else if .Values.externalRedis.url }}
+{{- default "6379" (split ":" (include "bgworker.redis.authority" .))._1 }}
+{{- else }}
+{{- .Values.externalRedis.port }}
+{{- end }}
+{{- end }}
+
+{{/* host[:port] of externalRedis.url, without scheme, user or password. */}}
+{{- define "bgworker.redis.authority" -}}
+{{- regexReplaceAll "^[a-z]+://([^@/]*@)?([^/?]+).*$" .Values.externalRedis.url "${2}" }}
+{{- end }}
+
+{{- define "bgworker.redis.database" -}}
+{{- if .Values.redis.enabled }}0
+{{- else if .Values.externalRedis.url }}
+{{- $m := regexFind "/[0-9]+([?].*)?$" .Values.externalRedis.url | regexFind "/[0-9]+" }}
+{{- if $m }}{{ trimPrefix "/" $m }}{{ else }}0{{ end }}
+{{- else }}
+{{- .Values.externalRedis.database }}
+{{- end }}
+{{- end }}
+
+{{- define "bgworker.redis.tls" -}}
+{{- if .Values.redis.enabled }}false
+{{- else if .Values.externalRedis.url }}
+{{- hasPrefix "rediss://" .Values.externalRedis.url }}
+{{- else }}
+{{- .Values.externalRedis.tls }}
+{{- end }}
+{{- end }}
+
+{{- define "bgworker.redis.url" -}}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.url }}
+{{- .Values.externalRedis.url }}
+{{- else }}
+{{- printf "%s://%s:%s/%s" (ternary "rediss" "redis" (eq (include "bgworker.redis.tls" .) "true")) (include "bgworker.redis.host" .) (include "bgworker.redis.port" .) (include "bgworker.redis.database" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "bgworker.redis.secretName" -}}
+{{- if .Values.redis.enabled }}
+{{- default (include "bgworker.redis.fullname" .) .Values.redis.auth.existingSecret }}
+{{- else }}
+{{- .Values.externalRedis.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "bgworker.redis.secretKey" -}}
+{{- if .Values.redis.enabled }}
+{{- .Values.redis.auth.existingSecretPasswordKey }}
+{{- else }}
+{{- .Values.externalRedis.existingSecretPasswordKey }}
+{{- end }}
+{{- end }}
+
+{{/* Environment shared by the API and worker containers: settings, password, paths. */}}
+{{- define "bgworker.env" -}}
+{{- with include "bgworker.redis.secretName" . }}
+- name: BGWORKER_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ include "bgworker.redis.secretKey" $ }}
+{{- end }}
+{{- end }}
+
+{{- define "bgworker.envFrom" -}}
+- configMapRef:
+    name: {{ include "bgworker.fullname" . }}
+{{- end }}
+
+{{/* Pod annotations that roll the pods when their configuration changes. */}}
+{{- define "bgworker.checksums" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- if and .Values.redis.enabled (not .Values.redis.auth.existingSecret) }}
+checksum/redis-secret: {{ include (print .Template.BasePath "/redis/secret.yaml") . | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/* /tmp and the shared storage, mounted the same way in API and worker pods. */}}
+{{- define "bgworker.volumes" -}}
+- name: tmp
+  emptyDir: {}
+- name: storage
+  persistentVolumeClaim:
+    claimName: {{ include "bgworker.storage.claimName" . }}
+{{- end }}
+{{- define "bgworker.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: storage
+  mountPath: {{ .Values.storage.mountPath }}
+{{- end }}
+
+{{/* Grace period the kubelet gives a worker: the shutdown deadline plus Celery's teardown. */}}
+{{- define "bgworker.worker.terminationGracePeriodSeconds" -}}
+{{- add .Values.worker.shutdownTimeout .Values.worker.terminationGraceMarginSeconds }}
+{{- end }}

@@ -1,0 +1,98 @@
+"""Render charts/bgworker with Helm's own Go SDK and hand the objects to the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from helm_python import Chart
+
+from tests.helpers import REPO
+
+CHART = REPO / "charts" / "bgworker"
+RELEASE = "bgw"
+NAMESPACE = "jobs"
+
+# The value sets users actually install with; every test that checks wiring runs on each.
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "external-redis-url": {
+        "redis": {"enabled": False},
+        "externalRedis": {
+            "url": "rediss://redis.prod.example:6380/3",
+            "existingSecret": "prod-redis",
+            "existingSecretPasswordKey": "password",
+        },
+    },
+    "external-redis-host-no-password": {
+        "redis": {"enabled": False},
+        "externalRedis": {"host": "redis.shared.svc", "port": 6379, "database": 1},
+    },
+    "autoscaling-off": {"autoscaling": {"enabled": False}, "worker": {"replicas": 3}},
+    "keda-three-queues-no-in-flight": {
+        "worker": {"queues": ["low", "critical", "default"]},
+        "autoscaling": {"countInFlight": False, "minReplicaCount": 1, "maxReplicaCount": 30},
+    },
+    "one-queue": {"worker": {"queues": ["critical"], "concurrency": 4}},
+    "persistence-off": {"redis": {"persistence": {"enabled": False}}},
+    "everything-on": {
+        "api": {"ingress": {"enabled": True, "className": "nginx", "tls": []}},
+        "networkPolicy": {"enabled": True},
+        "storage": {"existingClaim": "shared-nfs", "accessModes": ["ReadWriteMany"]},
+        "redis": {"auth": {"existingSecret": "my-redis", "existingSecretPasswordKey": "pw"}},
+        "config": {
+            "taskTimeLimits": {"images.thumbnails": [30, 45]},
+            "extra": {"BGWORKER_THUMBNAIL_WEBP_METHOD": "4"},
+        },
+        "worker": {"shutdownTimeout": 600, "terminationGraceMarginSeconds": 30},
+    },
+}
+
+
+@dataclass
+class Rendered:
+    """The objects of one render, with look-ups by kind and name."""
+
+    objects: list[dict[str, Any]]
+    notes: str
+    values: dict[str, Any]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        for o in self.of_kind(kind):
+            if o["metadata"]["name"] == name:
+                return o
+        names = [o["metadata"]["name"] for o in self.of_kind(kind)]
+        raise AssertionError(f"no {kind} named {name!r}; there are {names}")
+
+    def has(self, kind: str, name: str) -> bool:
+        return any(o["metadata"]["name"] == name for o in self.of_kind(kind))
+
+    def workloads(self) -> Iterator[dict[str, Any]]:
+        for kind in ("Deployment", "StatefulSet"):
+            yield from self.of_kind(kind)
+
+    def pod_specs(self) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """(name, pod labels, pod spec) of every pod the chart creates, test pods included."""
+        for w in self.workloads():
+            template = w["spec"]["template"]
+            yield w["metadata"]["name"], template["metadata"]["labels"], template["spec"]
+        for pod in self.of_kind("Pod"):
+            yield pod["metadata"]["name"], pod["metadata"]["labels"], pod["spec"]
+
+
+def render(values: dict[str, Any] | None = None) -> Rendered:
+    manifests = Chart.load(CHART).render(values or {}, name=RELEASE, namespace=NAMESPACE)
+    objects: list[dict[str, Any]] = []
+    notes = ""
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    merged = Chart.load(CHART).merge_values(values or {})
+    return Rendered(objects, notes, merged)

@@ -1,0 +1,319 @@
+"""Contracts between the rendered objects: what points at what really exists and agrees.
+
+Each test runs on every value set in ``VALUE_SETS``: a wiring mistake usually shows up only
+with some values (external Redis, one queue, autoscaling off).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kombu.transport.redis import Channel
+
+from tests.chart.render import NAMESPACE, VALUE_SETS, Rendered, render
+from worker.celery_app import create_celery
+from worker.cli import _parser
+from worker.settings import Settings
+
+WORKER = "bgw-bgworker-worker"
+API = "bgw-bgworker-api"
+REDIS = "bgw-bgworker-redis"
+
+
+@pytest.fixture(params=list(VALUE_SETS), scope="module")
+def chart(request: pytest.FixtureRequest) -> Rendered:
+    return render(VALUE_SETS[request.param])
+
+
+def container(rendered: Rendered, kind: str, name: str) -> dict[str, Any]:
+    spec = rendered.get(kind, name)["spec"]["template"]["spec"]
+    assert len(spec["containers"]) == 1
+    return spec["containers"][0]  # type: ignore[no-any-return]
+
+
+def pod_env(rendered: Rendered, c: dict[str, Any]) -> dict[str, str]:
+    """The environment a container starts with: its ConfigMaps, then its own env."""
+    env: dict[str, str] = {}
+    for source in c.get("envFrom", []):
+        env.update(rendered.get("ConfigMap", source["configMapRef"]["name"])["data"])
+    for var in c.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = f"<secret {ref['name']}/{ref['key']}>"
+    return env
+
+
+def worker_queues(rendered: Rendered) -> list[str]:
+    """The queues the worker container's command consumes, as `bgworker worker` parses them."""
+    args = _parser().parse_args(container(rendered, "Deployment", WORKER)["args"])
+    assert args.run.__name__ == "cmd_worker"
+    return [q for q in args.queues.split(",") if q]
+
+
+def selected(pods: dict[str, dict[str, str]], selector: dict[str, str]) -> list[str]:
+    """Names of the pods whose labels a matchLabels selector matches."""
+    return [name for name, labels in pods.items() if selector.items() <= labels.items()]
+
+
+def redis_service_address(rendered: Rendered) -> tuple[str, int]:
+    if rendered.values["redis"]["enabled"]:
+        svc = rendered.get("Service", REDIS)
+        return f"{svc['metadata']['name']}.{NAMESPACE}.svc", svc["spec"]["ports"][0]["port"]
+    ext = rendered.values["externalRedis"]
+    if ext["url"]:
+        host_port = ext["url"].split("://")[1].split("/")[0].rpartition("@")[2]
+        host, _, port = host_port.partition(":")
+        return host, int(port or 6379)
+    return ext["host"], ext["port"]
+
+
+def test_pods_get_valid_bgworker_settings(chart):
+    """The env each pod starts with passes the same check the processes run at start-up."""
+    for name in (API, WORKER):
+        env = pod_env(chart, container(chart, "Deployment", name))
+        settings = Settings.from_env(env)  # raises on an unknown or malformed variable
+        host, port = redis_service_address(chart)
+        assert f"{host}:{port}" in settings.redis_url
+
+
+def test_container_commands_are_real_bgworker_commands(chart):
+    api = _parser().parse_args(container(chart, "Deployment", API)["args"])
+    assert api.run.__name__ == "cmd_api"
+    assert api.port == container(chart, "Deployment", API)["ports"][0]["containerPort"]
+    smoke = [
+        p for p in chart.of_kind("Pod") if p["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    ]
+    assert len(smoke) == 1
+    args = _parser().parse_args(smoke[0]["spec"]["containers"][0]["args"])
+    assert args.run.__name__ == "cmd_smoke"
+    svc = chart.get("Service", API)
+    assert args.url == f"http://{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}"
+
+
+def test_scaled_object_targets_the_worker_deployment(chart):
+    if not chart.values["autoscaling"]["enabled"]:
+        assert not chart.of_kind("ScaledObject")
+        assert (
+            chart.get("Deployment", WORKER)["spec"]["replicas"]
+            == chart.values["worker"]["replicas"]
+        )
+        return
+    so = chart.get("ScaledObject", WORKER)
+    ref = so["spec"]["scaleTargetRef"]
+    assert (ref["apiVersion"], ref["kind"]) == ("apps/v1", "Deployment")
+    assert chart.has("Deployment", ref["name"])
+    assert ref["name"] == WORKER
+    # KEDA owns the count: a replicas field would fight it on every upgrade.
+    assert "replicas" not in chart.get("Deployment", WORKER)["spec"]
+
+
+def test_one_trigger_per_consumed_queue_at_the_redis_address(chart):
+    if not chart.values["autoscaling"]["enabled"]:
+        return
+    so = chart.get("ScaledObject", WORKER)
+    triggers = so["spec"]["triggers"]
+    assert {t["type"] for t in triggers} == {"redis"}
+    queues = worker_queues(chart)
+    waiting = [t["metadata"]["listName"] for t in triggers if t["name"] != "in_flight"]
+    assert waiting == [q for q in queues], "one trigger per queue the worker consumes"
+    host, port = redis_service_address(chart)
+    settings = Settings.from_env(pod_env(chart, container(chart, "Deployment", WORKER)))
+    for t in triggers:
+        meta = t["metadata"]
+        assert meta["address"] == f"{host}:{port}"
+        assert meta["databaseIndex"] == settings.redis_url.rsplit("/", 1)[1]
+        assert meta["enableTLS"] == str(settings.redis_url.startswith("rediss://")).lower()
+        assert meta["listLength"] == str(chart.values["autoscaling"]["listLength"])
+
+
+def test_queue_triggers_name_the_lists_celery_really_uses(chart):
+    """kombu keeps each queue in a list named after it, with no prefix, and running jobs
+    in the hash "unacked": exactly the keys the triggers count."""
+    settings = Settings.from_env({})
+    app = create_celery(settings)
+    options = app.conf.broker_transport_options
+    assert "global_keyprefix" not in options and "unacked_key" not in options
+    assert Channel.unacked_key == "unacked"
+    assert not app.conf.task_queue_max_priority and not app.conf.task_default_priority
+    if not chart.values["autoscaling"]["enabled"]:
+        return
+    so = chart.get("ScaledObject", WORKER)
+    in_flight = [t for t in so["spec"]["triggers"] if t["name"] == "in_flight"]
+    count_in_flight = chart.values["autoscaling"]["countInFlight"]
+    assert len(in_flight) == int(count_in_flight)
+    for t in in_flight:
+        assert t["metadata"]["listName"] == Channel.unacked_key
+
+
+def test_in_flight_is_summed_with_the_queues_not_maxed(chart):
+    if not chart.values["autoscaling"]["enabled"]:
+        return
+    so = chart.get("ScaledObject", WORKER)
+    modifiers = so["spec"]["advanced"].get("scalingModifiers")
+    if not chart.values["autoscaling"]["countInFlight"]:
+        assert modifiers is None
+        return
+    names = [t["name"] for t in so["spec"]["triggers"]]
+    assert modifiers["formula"] == " + ".join(names)
+    assert modifiers["metricType"] == "AverageValue"
+    assert modifiers["target"] == str(chart.values["autoscaling"]["listLength"])
+    behavior = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] > 0
+
+
+def test_redis_password_comes_from_one_secret_for_pods_redis_and_keda(chart):
+    refs = set()
+    for _, _, spec in chart.pod_specs():
+        for c in spec["containers"]:
+            for var in c.get("env", []):
+                if var["name"] in {"BGWORKER_REDIS_PASSWORD", "REDIS_PASSWORD", "REDISCLI_AUTH"}:
+                    ref = var["valueFrom"]["secretKeyRef"]
+                    refs.add((ref["name"], ref["key"]))
+    auths = chart.of_kind("TriggerAuthentication")
+    for auth in auths:
+        for target in auth["spec"]["secretTargetRef"]:
+            assert target["parameter"] == "password"
+            refs.add((target["name"], target["key"]))
+    redis = chart.values["redis"]
+    external = chart.values["externalRedis"]
+    if not redis["enabled"] and not external["existingSecret"]:
+        assert not refs and not auths, "no password anywhere when Redis has none"
+        return
+    assert len(refs) == 1, f"pods, Redis and KEDA must read one secret key; got {refs}"
+    ((secret_name, key),) = refs
+    if redis["enabled"] and not redis["auth"]["existingSecret"]:
+        secret = chart.get("Secret", secret_name)  # the chart makes it: it must hold the key
+        assert key in secret["data"]
+    if chart.values["autoscaling"]["enabled"]:
+        so = chart.get("ScaledObject", WORKER)
+        for t in so["spec"]["triggers"]:
+            assert chart.has("TriggerAuthentication", t["authenticationRef"]["name"])
+
+
+def test_selectors_match_their_pods(chart):
+    pods = {name: labels for name, labels, _ in chart.pod_specs()}
+    for w in chart.workloads():
+        name = w["metadata"]["name"]
+        selector = w["spec"]["selector"]["matchLabels"]
+        assert "helm.sh/chart" not in selector and "app.kubernetes.io/version" not in selector
+        # Its own pods, and no other workload's.
+        assert selected(pods, selector) == [name]
+    for svc in chart.of_kind("Service"):
+        (pod,) = selected(pods, svc["spec"]["selector"])
+        spec = next(s for n, _, s in chart.pod_specs() if n == pod)
+        ports = {p["name"] for p in spec["containers"][0]["ports"]}
+        assert svc["spec"]["ports"][0]["targetPort"] in ports
+    for pdb in chart.of_kind("PodDisruptionBudget"):
+        assert selected(pods, pdb["spec"]["selector"]["matchLabels"]) == [API]
+    for ingress in chart.of_kind("Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert chart.has("Service", path["backend"]["service"]["name"])
+
+
+def test_network_policy_admits_api_workers_and_keda_only(chart):
+    policies = chart.of_kind("NetworkPolicy")
+    if not (chart.values["networkPolicy"]["enabled"] and chart.values["redis"]["enabled"]):
+        assert not policies
+        return
+    (policy,) = policies
+    pods = {name: labels for name, labels, _ in chart.pod_specs()}
+    assert selected(pods, policy["spec"]["podSelector"]["matchLabels"]) == [REDIS]
+    peers = policy["spec"]["ingress"][0]["from"]
+    admitted = {
+        name
+        for p in peers
+        if "podSelector" in p
+        for name in selected(pods, p["podSelector"]["matchLabels"])
+    }
+    assert admitted == {API, WORKER}
+    keda_ns = chart.values["networkPolicy"]["kedaNamespace"]
+    namespaces = [p["namespaceSelector"]["matchLabels"] for p in peers if "namespaceSelector" in p]
+    assert namespaces == [{"kubernetes.io/metadata.name": keda_ns}]
+
+
+def test_grace_period_exceeds_the_shutdown_timeout(chart):
+    spec = chart.get("Deployment", WORKER)["spec"]["template"]["spec"]
+    settings = Settings.from_env(pod_env(chart, spec["containers"][0]))
+    # The kubelet's SIGKILL must come after the worker's own deadline and Celery's
+    # teardown (measured about 2-3 s), never before.
+    assert spec["terminationGracePeriodSeconds"] >= settings.shutdown_timeout + 10
+    assert settings.shutdown_timeout == chart.values["worker"]["shutdownTimeout"]
+
+
+def test_liveness_probe_reads_the_heartbeat_the_worker_writes(chart):
+    c = container(chart, "Deployment", WORKER)
+    args = _parser().parse_args(c["args"])
+    for probe in (c["livenessProbe"], c["startupProbe"]):
+        command = probe["exec"]["command"]
+        assert command[0] == "bgworker"
+        probe_args = _parser().parse_args(command[1:])
+        assert probe_args.run.__name__ == "cmd_alive"
+        assert probe_args.heartbeat_file == args.heartbeat_file
+    # The file lives on the writable /tmp volume (the root filesystem is read-only).
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert str(args.heartbeat_file).startswith("/tmp/") and "/tmp" in mounts
+
+
+def test_api_and_workers_share_the_storage_volume(chart):
+    claims = set()
+    for name in (API, WORKER):
+        spec = chart.get("Deployment", name)["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        settings = Settings.from_env(pod_env(chart, c))
+        mount = next(m for m in c["volumeMounts"] if m["mountPath"] == str(settings.storage_dir))
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        claims.add(volume["persistentVolumeClaim"]["claimName"])
+    assert len(claims) == 1
+    (claim,) = claims
+    existing = chart.values["storage"]["existingClaim"]
+    assert claim == existing if existing else chart.has("PersistentVolumeClaim", claim)
+
+
+def test_pods_are_locked_down(chart):
+    for name, _, spec in chart.pod_specs():
+        assert spec["automountServiceAccountToken"] is False, name
+        pod_sc = spec["securityContext"]
+        assert (
+            pod_sc["runAsNonRoot"] is True and pod_sc["seccompProfile"]["type"] == "RuntimeDefault"
+        )
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert c["resources"]["requests"] and c["resources"]["limits"], name
+            assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}, name
+
+
+def test_config_change_rolls_the_pods():
+    # A fixed Secret: offline (no cluster to look the generated one up) the password is new
+    # on every render.
+    fixed = {"redis": {"auth": {"existingSecret": "my-redis"}}}
+    before = render(fixed)
+    after = render({**fixed, "config": {"thumbnailQuality": 70}})
+    for name in (API, WORKER):
+        a = before.get("Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+        b = after.get("Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+        assert a["checksum/config"] != b["checksum/config"]
+    # Redis does not restart for a bgworker setting.
+    redis_a = before.get("StatefulSet", REDIS)["spec"]["template"]["metadata"]
+    redis_b = after.get("StatefulSet", REDIS)["spec"]["template"]["metadata"]
+    assert redis_a.get("annotations") == redis_b.get("annotations")
+
+
+def test_redis_keeps_jobs_rather_than_evicting_them():
+    args = " ".join(container(render(), "StatefulSet", REDIS)["args"])
+    assert "--maxmemory-policy noeviction" in args
+    assert "--appendonly yes" in args
+    spec = render().get("StatefulSet", REDIS)["spec"]
+    assert spec["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    off = render({"redis": {"persistence": {"enabled": False}}}).get("StatefulSet", REDIS)["spec"]
+    assert "volumeClaimTemplates" not in off
+    assert (
+        "persistence.enabled is false"
+        in render({"redis": {"persistence": {"enabled": False}}}).notes
+    )
