@@ -274,12 +274,14 @@ def test_skaffold_sets_image_values_the_chart_has(skaffold: dict[str, Any]) -> N
     for target in TARGETS:
         name = sanitized(f"bgworker-{target}")
         expected[f"{target}.image.repository"] = f"{{{{.IMAGE_REPO_{name}}}}}"
-        expected[f"{target}.image.tag"] = f"{{{{.IMAGE_TAG_{name}}}}}"
+        # TAG@DIGEST: pinned when pushed, and never a bare number that --set would turn
+        # into an integer (the chart's schema wants a string).
+        expected[f"{target}.image.tag"] = f"{{{{.IMAGE_TAG_{name}}}}}@{{{{.IMAGE_DIGEST_{name}}}}}"
     assert templates == expected
     for key, template in templates.items():
         lookup(values, key)  # KeyError: Skaffold would set a value the chart ignores
-        (used,) = re.findall(r"\.IMAGE_(?:REPO|TAG)_(\w+)", template)
-        assert artifacts[used] == key.split(".")[0], f"{key} gets the image of {used}"
+        used = set(re.findall(r"\.IMAGE_(?:REPO|TAG|DIGEST)_(\w+)", template))
+        assert {artifacts[u] for u in used} == {key.split(".")[0]}, f"{key} gets {used}"
 
 
 def test_skip_build_dependencies_only_without_subcharts(skaffold: dict[str, Any]) -> None:
