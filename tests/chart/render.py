@@ -85,8 +85,10 @@ class Rendered:
             yield pod["metadata"]["name"], pod["metadata"]["labels"], pod["spec"]
 
 
-def render(values: dict[str, Any] | None = None) -> Rendered:
-    manifests = Chart.load(CHART).render(values or {}, name=RELEASE, namespace=NAMESPACE)
+def render(
+    values: dict[str, Any] | None = None, *, name: str = RELEASE, namespace: str = NAMESPACE
+) -> Rendered:
+    manifests = Chart.load(CHART).render(values or {}, name=name, namespace=namespace)
     objects: list[dict[str, Any]] = []
     notes = ""
     for path, text in sorted(manifests.items()):
