@@ -250,7 +250,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
                 proc.wait()
         if server is not None:
             server.stop()
-    # After Ctrl-C every way of stopping is fine (a worker that had to requeue exits 1).
+    # After Ctrl-C every way of stopping is fine, a deadline that requeued a job included.
     return 0 if stop else 1
 
 
