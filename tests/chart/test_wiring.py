@@ -317,3 +317,12 @@ def test_redis_keeps_jobs_rather_than_evicting_them():
         "persistence.enabled is false"
         in render({"redis": {"persistence": {"enabled": False}}}).notes
     )
+
+
+def test_api_keeps_serving_while_endpoints_go_away():
+    spec = render().get("Deployment", API)["spec"]["template"]["spec"]
+    pause = int(spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][1])
+    # The pause runs inside the grace period: uvicorn still needs its 10 s afterwards.
+    assert 0 < pause and pause + 10 < spec["terminationGracePeriodSeconds"]
+    off = render({"api": {"preStopSleepSeconds": 0}}).get("Deployment", API)
+    assert "lifecycle" not in off["spec"]["template"]["spec"]["containers"][0]
