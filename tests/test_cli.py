@@ -110,21 +110,9 @@ def test_unreachable_redis_is_reported_not_a_traceback(env):
 
 
 def test_api_command_stops_gracefully_on_sigterm(env):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "api", "--port", str(port)],
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/healthz"
-        wait_for(lambda: answers(url), timeout=30, what="bgworker api to serve")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+    proc = _serve_api(env, free_port(), capture=True)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
     # uvicorn's own handling, not a wrapper: a clean shutdown with its lifespan run
     # (uvicorn then re-raises the signal it caught, so the status may say SIGTERM).
     assert proc.returncode in (0, -signal.SIGTERM), out
@@ -132,16 +120,21 @@ def test_api_command_stops_gracefully_on_sigterm(env):
     assert "Traceback" not in out
 
 
-def _serve_api(env, port: int) -> subprocess.Popen[str]:
+def _serve_api(env, port: int, capture: bool = False) -> subprocess.Popen[str]:
+    """`bgworker api` on ``port``, once it answers /readyz (output kept if ``capture``)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "api", "--port", str(port)],
         env={**os.environ, **env},
         cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
         text=True,
     )
-    wait_for(lambda: answers(f"http://127.0.0.1:{port}/readyz"), timeout=30, what="the API")
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/readyz"), timeout=30, what="the API")
+    except BaseException:
+        proc.kill()
+        raise
     return proc
 
 
