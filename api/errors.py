@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,10 +30,15 @@ async def on_bgworker_error(request: Request, exc: Exception) -> Response:
 
 
 async def on_broker_error(request: Request, exc: Exception) -> Response:
-    log.warning("Redis unreachable while serving %s %s: %s", request.method, request.url.path, exc)
-    return await on_bgworker_error(
-        request, BrokerUnavailable(f"Redis is unreachable; retry in a few seconds ({exc})")
-    )
+    log.warning("Redis unavailable while serving %s %s: %s", request.method, request.url.path, exc)
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        message = (
+            "Redis is full (maxmemory reached), so no new job is accepted: retry later, "
+            f"once the workers have drained the queues or Redis has more memory ({exc})"
+        )
+    else:
+        message = f"Redis is unreachable; retry in a few seconds ({exc})"
+    return await on_bgworker_error(request, BrokerUnavailable(message))
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
