@@ -22,13 +22,15 @@ from bench.common import Stat, log, proc_status, run_json
 
 QUALITY = 80  # WebP quality of every variant: bgworker's default BGWORKER_THUMBNAIL_QUALITY
 NAIVE_METHOD = 4  # Pillow's default WebP method
-VARIANTS = ("bgworker", "bgworker-m4", "naive", "pyvips", "pyvips-e2")
+VARIANTS = ("bgworker", "bgworker-m4", "naive", "naive-m2", "pyvips", "pyvips-e2")
 ANCHORS = ("naive", "pyvips")
 DESCRIPTIONS = {
     "bgworker": "bgworker `imaging.make_thumbnails` with the default settings "
     "(draft-mode JPEG decode, LANCZOS cascade, WebP q80 method 2)",
     "bgworker-m4": "the same with `BGWORKER_THUMBNAIL_WEBP_METHOD=4` (the previous default)",
     "naive": "naive Pillow: full decode, LANCZOS from full size for each width, WebP q80 method 4",
+    "naive-m2": "naive Pillow with WebP method 2: a control, the same pixels as naive encoded "
+    "with bgworker's default method, to show what the encoder setting alone does to PSNR",
     "pyvips": "pyvips: one full decode, `thumbnail_image` per width, `webpsave` Q=80 effort=4 "
     "(its defaults), metadata stripped",
     "pyvips-e2": "pyvips as above with `effort=2` (the same libwebp effort as bgworker's default)",
@@ -62,7 +64,11 @@ def _bgworker(method: int | None) -> Callable[[Path, list[int]], dict[int, bytes
     return run
 
 
-def _naive(src: Path, widths: list[int]) -> dict[int, bytes]:
+def _naive(method: int) -> Callable[[Path, list[int]], dict[int, bytes]]:
+    return lambda src, widths: _naive_run(src, widths, method)
+
+
+def _naive_run(src: Path, widths: list[int], method: int) -> dict[int, bytes]:
     from PIL import Image, ImageOps
 
     out: dict[int, bytes] = {}
@@ -72,7 +78,7 @@ def _naive(src: Path, widths: list[int]) -> dict[int, bytes]:
         size = (width, round(full.height * width / full.width))
         buf = io.BytesIO()
         full.resize(size, Image.Resampling.LANCZOS).save(
-            buf, "WEBP", quality=QUALITY, method=NAIVE_METHOD
+            buf, "WEBP", quality=QUALITY, method=method
         )
         out[width] = buf.getvalue()
     return out
@@ -104,7 +110,9 @@ def _variant(name: str) -> Callable[[Path, list[int]], dict[int, bytes]]:
     if name == "bgworker-m4":
         return _bgworker(4)
     if name == "naive":
-        return _naive
+        return _naive(NAIVE_METHOD)
+    if name == "naive-m2":
+        return _naive(2)
     if name == "pyvips":
         return _pyvips(4)
     if name == "pyvips-e2":
@@ -148,7 +156,8 @@ def _stages(name: str, src: Path, widths: list[int], keep: Path) -> Stages:
         t3 = t()
         for width, img in zip(targets, images, strict=True):
             img.save(keep / f"{width}.png")
-    elif name == "naive":
+    elif name.startswith("naive"):
+        naive_method = 2 if name == "naive-m2" else NAIVE_METHOD
         t0 = t()
         with Image.open(src) as opened:
             full_img = ImageOps.exif_transpose(opened).convert("RGB")
@@ -161,7 +170,7 @@ def _stages(name: str, src: Path, widths: list[int], keep: Path) -> Stages:
         ]
         t2 = t()
         for img in images:
-            img.save(io.BytesIO(), "WEBP", quality=QUALITY, method=NAIVE_METHOD)
+            img.save(io.BytesIO(), "WEBP", quality=QUALITY, method=naive_method)
         t3 = t()
         for width, img in zip(targets, images, strict=True):
             img.save(keep / f"{width}.png")
