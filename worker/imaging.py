@@ -54,6 +54,8 @@ _CORRUPT = (OSError, SyntaxError, ValueError, IndexError, EOFError, struct.error
 
 # Orientations that turn the picture by 90 degrees: the stored width is the shown height.
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
+# Orientations that need any turn or flip at all (1 is upright).
+_TURNS = frozenset({2, 3, 4, 5, 6, 7, 8})
 
 _WEBP_MAX_SIDE = 16383
 
@@ -128,6 +130,9 @@ def make_thumbnails(
     if not 0 <= quality <= 100 or not 0 <= method <= 6:
         raise ValueError(f"need 0 <= quality <= 100 and 0 <= method <= 6, got {quality}, {method}")
 
+    sizes: dict[int, tuple[int, int]] = {}
+    # Everything happens while the file is open: the decoded pixels may be the opened
+    # image itself (no copy of an upright image, which for a 50-MP PNG is 200 MB).
     with src.open("rb") as fp:
         fmt, im = _open(fp, max_pixels)
         with im:
@@ -137,16 +142,15 @@ def make_thumbnails(
             except (*_CORRUPT, Image.DecompressionBombError) as exc:
                 raise InvalidImage(f"image data is truncated or corrupt: {exc}") from exc
 
-    sizes: dict[int, tuple[int, int]] = {}
-    for width in targets:
-        size = _fit(width, full)
-        if current.size != size:
-            # reducing_gap=3.0 lets Pillow box-shrink first when a step is 6x or more
-            # (a big PNG down to the first thumbnail), which Pillow documents as
-            # indistinguishable from plain LANCZOS.
-            current = current.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        on_thumbnail(width, _webp(current, icc, quality=quality, method=method))
-        sizes[width] = size
+            for width in targets:
+                size = _fit(width, full)
+                if current.size != size:
+                    # reducing_gap=3.0 lets Pillow box-shrink first when a step is 6x or
+                    # more (a big PNG down to the first thumbnail), which Pillow documents
+                    # as indistinguishable from plain LANCZOS.
+                    current = current.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+                on_thumbnail(width, _webp(current, icc, quality=quality, method=method))
+                sizes[width] = size
     return sizes
 
 
@@ -218,9 +222,21 @@ def _decode(im: ImageFile.ImageFile, fmt: str, largest: int) -> tuple[tuple[int,
         # draft() works in stored (un-rotated) coordinates and picks the strongest
         # 1/2, 1/4 or 1/8 reduction that still covers the requested size.
         im.draft("RGB", (out_h, out_w) if swap else (out_w, out_h))
-        return full, ImageOps.exif_transpose(im)
-    upright = ImageOps.exif_transpose(im)
+        return full, _upright(im)
+    upright = _upright(im)
     return upright.size, upright
+
+
+def _upright(im: ImageFile.ImageFile) -> Image.Image:
+    """The decoded pixels turned as the EXIF orientation says.
+
+    An image that needs no turn is returned itself, loaded, rather than copied as
+    ``ImageOps.exif_transpose`` would.
+    """
+    if im.getexif().get(ExifTags.Base.Orientation, 1) in _TURNS:
+        return ImageOps.exif_transpose(im)
+    im.load()
+    return im
 
 
 def _to_rgb(img: Image.Image) -> tuple[Image.Image, bytes | None]:
