@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import drain, enqueue, overhead, report, thumbs
+from bench import drain, enqueue, memory, overhead, report, thumbs
 from bench.common import REPO, loadavg, log
 from bench.inputs import make_inputs
 from worker.redis_server import RedisServer
@@ -94,6 +94,10 @@ def main() -> int:
             base_env, inputs["photo_12mp_jpeg"], rounds, 20 if args.quick else 200, work
         )
         section_end("drain")
+
+        section("memory")
+        results["memory"] = memory.run(work, 1 if args.quick else 3)
+        section_end("memory")
     finally:
         server.kill()
         if args.keep:
