@@ -26,7 +26,8 @@ VARIANTS = ("bgworker", "bgworker-m4", "naive", "naive-m2", "pyvips", "pyvips-e2
 ANCHORS = ("naive", "pyvips")
 DESCRIPTIONS = {
     "bgworker": "bgworker `imaging.make_thumbnails` with the default settings "
-    "(draft-mode JPEG decode, LANCZOS cascade, WebP q80 method 2)",
+    "(draft-mode JPEG decode, LANCZOS cascade, WebP q80: method 2 for the largest "
+    "thumbnail, 4 for the smaller ones)",
     "bgworker-m4": "the same with `BGWORKER_THUMBNAIL_WEBP_METHOD=4` (the previous default)",
     "naive": "naive Pillow: full decode, LANCZOS from full size for each width, WebP q80 method 4",
     "naive-m2": "naive Pillow with WebP method 2: a control, the same pixels as naive encoded "

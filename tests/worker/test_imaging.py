@@ -376,6 +376,27 @@ def test_cascade_quality_matches_resizing_from_full_size(
         assert psnr(collected.image(width), reference) >= psnr(naive_served, reference) - 0.5
 
 
+def test_the_largest_thumbnail_takes_the_configured_effort_smaller_ones_at_least_4(
+    phone_jpeg: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    methods: dict[int, int] = {}
+    real_save = Image.Image.save
+
+    def spy_save(self: Image.Image, fp: Any, format: str | None = None, **params: Any) -> None:
+        methods[self.width] = params["method"]
+        real_save(self, fp, format, **params)
+
+    monkeypatch.setattr(Image.Image, "save", spy_save)
+    make_thumbnails(
+        phone_jpeg, [1280, 640, 320], max_pixels=MAX_PIXELS, method=2, on_thumbnail=Collector()
+    )
+    assert methods == {1280: 2, 640: 4, 320: 4}
+    make_thumbnails(
+        phone_jpeg, [640, 320], max_pixels=MAX_PIXELS, method=6, on_thumbnail=Collector()
+    )
+    assert methods == {1280: 2, 640: 6, 320: 6}
+
+
 # --- make_thumbnails: other inputs ---------------------------------------------------
 
 
