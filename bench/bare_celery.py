@@ -7,13 +7,13 @@ only the task is a plain Celery task with no job record, state updates or metric
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 
 from celery import Celery
 
 from worker.celery_app import create_celery
+from worker.queues import QUEUES
+from worker.run import worker_argv
 from worker.settings import Settings
 
 NOOP = "bare.noop"
@@ -32,24 +32,7 @@ def create_app(settings: Settings | None = None) -> Celery:
 def main(concurrency: int) -> None:
     settings = Settings.from_env()
     app = create_app(settings)
-    app.worker_main(
-        [
-            "worker",
-            "--queues",
-            "critical,default,low",
-            "--concurrency",
-            str(concurrency),
-            "--pool",
-            "prefork",
-            "--loglevel",
-            settings.log_level,
-            "--hostname",
-            f"bare-{os.getpid()}@{socket.gethostname()}",
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
-        ]
-    )
+    app.worker_main(worker_argv(settings, QUEUES, concurrency, name="bare"))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,15 @@ def run_worker(
     if heartbeat_file is not None:
         app.steps["consumer"].add(liveness.heartbeat_step(heartbeat_file))
     shutdown.install(settings.shutdown_timeout, heartbeat_file)
-    argv = [
+    app.worker_main(worker_argv(settings, queues, concurrency))
+
+
+def worker_argv(
+    settings: Settings, queues: Sequence[str], concurrency: int, name: str = "bgworker"
+) -> list[str]:
+    """Celery's ``worker`` command line as bgworker runs it (the bench's bare-Celery
+    anchor uses it too, so the two differ only in what bgworker adds around a task)."""
+    return [
         "worker",
         # Listed in priority order whatever order the caller gave: kombu's "priority"
         # strategy empties the first queue before it looks at the next.
@@ -41,10 +49,9 @@ def run_worker(
         "--loglevel",
         settings.log_level,
         "--hostname",
-        f"bgworker-{os.getpid()}@{socket.gethostname()}",
+        f"{name}-{os.getpid()}@{socket.gethostname()}",
         # Mingle and gossip cost a second at start and broadcast traffic; we use neither.
         "--without-mingle",
         "--without-gossip",
         "--without-heartbeat",
     ]
-    app.worker_main(argv)
