@@ -17,7 +17,8 @@ from starlette.requests import Request
 from api.metrics import RedisCollector
 from api.scheduler import promote_forever
 from worker.celery_app import BgworkerCelery, create_celery
-from worker.jobs import JobStore
+from worker.jobs import AsyncJobStore, JobStore
+from worker.message import message_builder
 from worker.settings import Settings
 from worker.storage import Storage
 
@@ -25,9 +26,10 @@ from worker.storage import Storage
 @dataclass
 class AppContext:
     settings: Settings
-    redis: redis.Redis  # used from the thread pool (job records, Celery publishes)
-    aredis: aioredis.Redis  # used on the event loop (event streams, readiness)
+    redis: redis.Redis  # used from the thread pool (job records, metrics, the promoter)
+    aredis: aioredis.Redis  # used on the event loop (new jobs, event streams, readiness)
     store: JobStore
+    jobs: AsyncJobStore  # creating jobs on the event loop (one script each)
     celery: BgworkerCelery
     storage: Storage
     metrics: CollectorRegistry
@@ -59,6 +61,7 @@ def lifespan_for(settings: Settings) -> Lifespan:
         storage = Storage(settings.storage_dir)
         storage.ensure()
         celery = create_celery(settings)
+        message_builder(celery)  # made now rather than by the first request
         registry = CollectorRegistry(auto_describe=False)
         registry.register(RedisCollector(sync_client))
         context = AppContext(
@@ -66,6 +69,7 @@ def lifespan_for(settings: Settings) -> Lifespan:
             redis=sync_client,
             aredis=async_client,
             store=JobStore(sync_client, settings.job_retention_seconds),
+            jobs=AsyncJobStore(async_client, settings.job_retention_seconds),
             celery=celery,
             storage=storage,
             metrics=registry,

@@ -1,11 +1,14 @@
 """Turning a validated request into a job record plus a message on its queue.
 
 Used by the API, the dead-letter replay and the CLI. Tasks are sent by name: nothing
-here imports a task body.
+here imports a task body. A job for now is created and queued in one atomic script
+(:func:`submit`, :func:`submit_async`); delayed jobs, retries and replays are published
+with Celery's ``send_task`` by :func:`publish` when they fall due.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -16,13 +19,19 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from worker.errors import BrokerUnavailable
-from worker.jobs import Job, JobStore
+from worker.jobs import AsyncJobStore, Job, JobStore, new_id
+from worker.message import message_builder
 from worker.queues import ENQUEUED_AT_HEADER
 
 log = logging.getLogger(__name__)
 
-# Seconds after which the promoter publishes a job whose publisher died mid-way.
+# Seconds after which the promoter publishes a replayed dead job whose publisher died
+# mid-way (see replay_dead).
 PUBLISH_GRACE = 30.0
+
+# Longest wait for Redis in submit_async, retries included (the sync client's socket
+# timeout is 5 s too).
+SUBMIT_TIMEOUT = 5.0
 
 # What an unavailable broker raises, from redis-py directly or through kombu: down,
 # restarting (loading its data), read-only replica, or out of memory.
@@ -46,24 +55,84 @@ def submit(
     job_id: str | None = None,
     idempotency: str | None = None,
 ) -> tuple[Job, bool]:
-    """Create the record, then publish; returns ``(job, created)``.
+    """Create the record and, for a job to run now, push its message; ``(job, created)``.
 
-    With an idempotency key seen before, returns the earlier job and publishes nothing.
-    With a ``countdown`` the job goes to the scheduled set and :func:`promote_due`
-    publishes it when due: Celery's own countdown would hold the message in a worker's
-    memory, invisible to the autoscaler and unacknowledged past any visibility timeout.
-    A job for now is scheduled too, :data:`PUBLISH_GRACE` ahead, and unscheduled once
-    published: should this process die between the record and the publish, the promoter
-    publishes it, so a record never claims a job that no message will run.
-    If the publish fails the record is removed again and :class:`BrokerUnavailable` is
-    raised: the client is told to retry.
+    One Lua script, one round trip (:data:`worker.jobs._CREATE`): the record, its first
+    event, the idempotency key and the Celery message on the queue's list (built by
+    :class:`worker.message.MessageBuilder`, exactly what ``send_task`` would push) are
+    written atomically. With an idempotency key seen before, returns the earlier job and
+    writes nothing. With a ``countdown`` the job goes to the scheduled set instead and
+    :func:`promote_due` publishes it when due: Celery's own countdown would hold the
+    message in a worker's memory, invisible to the autoscaler and unacknowledged past any
+    visibility timeout.
+
+    What happens if this process dies, or Redis goes away, at each step:
+
+    - before the script is sent (building the message): nothing was written; the client
+      sees its connection drop (or, for Redis, a 503) and retries.
+    - while Redis runs the script: nothing, it is atomic. Redis runs it whole or not at
+      all (a script is one transaction in the AOF and on replicas), and its only
+      command that can fail, the LPUSH, comes first. There is no moment with a record
+      but no message, so the safety-net schedule the two-step enqueue needed (record,
+      publish, unschedule) is gone, along with its crash windows.
+    - after the script ran, before the reply is read (crash, or a dropped connection):
+      the job exists and will run, but the client got no answer (or a 503). A retry
+      with the same ``Idempotency-Key`` returns that job; without one it is a second
+      job. redis-py's own retry of the lost command is harmless: the script sees the
+      job id exists and changes nothing.
+
+    Redis errors (down, read-only, out of memory: :data:`BROKER_ERRORS`) propagate
+    unchanged; the API answers 503 for them.
     """
-    now = time.time()
-    due = now + countdown if countdown > 0 else now + PUBLISH_GRACE
-    job, created = store.create(kind, args, queue, job_id=job_id, idempotency=idempotency, due=due)
-    if created and countdown <= 0:
-        _publish_under_net(store, celery, job, due, undo=lambda: store.discard(job))
-    return job, created
+    job_id, due, message = _prepare(celery, kind, args, queue, countdown, job_id)
+    return store.create(
+        kind, args, queue, job_id=job_id, idempotency=idempotency, due=due, message=message
+    )
+
+
+async def submit_async(
+    store: AsyncJobStore,
+    celery: Celery,
+    kind: str,
+    args: Mapping[str, Any],
+    queue: str,
+    *,
+    countdown: float = 0,
+    job_id: str | None = None,
+    idempotency: str | None = None,
+    timeout: float = SUBMIT_TIMEOUT,
+) -> tuple[Job, bool]:
+    """:func:`submit` on the event loop: the message is built here (pure Python, about
+    70 µs) and the script sent with ``redis.asyncio``, with no thread-pool hop.
+
+    The whole call, redis-py's retries included, is bounded by ``timeout`` (the API's
+    asyncio client has no socket timeout, because event streams block on XREAD): past it,
+    :class:`redis.TimeoutError` (a 503). As with a socket timeout, the script may have run
+    anyway; see :func:`submit` for what that means.
+    """
+    job_id, due, message = _prepare(celery, kind, args, queue, countdown, job_id)
+    try:
+        async with asyncio.timeout(timeout):
+            return await store.create(
+                kind, args, queue, job_id=job_id, idempotency=idempotency, due=due, message=message
+            )
+    except TimeoutError as exc:
+        raise redis.TimeoutError(f"no answer from Redis within {timeout:g} s") from exc
+
+
+def _prepare(
+    celery: Celery,
+    kind: str,
+    args: Mapping[str, Any],
+    queue: str,
+    countdown: float,
+    job_id: str | None,
+) -> tuple[str, float | None, tuple[str, str] | None]:
+    """A fresh job id, and either a due time (delayed) or the message to push now."""
+    job_id = job_id or new_id()
+    if countdown > 0:
+        return job_id, time.time() + countdown, None
+    return job_id, None, message_builder(celery).build(job_id, kind, args, queue, time.time())
 
 
 def publish(celery: Celery, job: Job) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from worker.errors import Conflict, NotFound
 
@@ -132,18 +133,35 @@ def error_info(code: str, message: str) -> dict[str, str]:
 
 # Every script below touches only the keys it is given, plus (by prefix) job hashes.
 
-# Create a record; with an idempotency key, atomically return the earlier job instead.
-# KEYS: idempotency key, job hash, events stream, state stats hash, scheduled set
-# ARGV: job id, ttl, due ("" = enqueue now), use idempotency ("1"/"0"), job key prefix,
-#       field/value pairs...      Returns nil when created, else the earlier job's id.
+# Create a record and, for a job to run now, push its Celery message, atomically; with an
+# idempotency key seen before, return the earlier job instead and change nothing.
+# KEYS: idempotency key, job hash, events stream, state stats hash, scheduled set,
+#       queue list (where the message goes)
+# ARGV: job id, ttl, due ("" = not scheduled), use idempotency ("1"/"0"), job key prefix,
+#       message ("" = none), field/value pairs...
+# Returns false when created; {0, earlier job's record} when the idempotency key names a
+# job that still exists; {1, record} when this job id exists already, which only happens
+# when the same call runs twice (redis-py retries a command whose reply it lost): the
+# second run changes nothing, so a retry never pushes a second message. Records are JSON
+# arrays [field, value, ...] as in _TRANSITION.
+# The LPUSH is the first write: the only command here that can fail on a key of the wrong
+# type, so a failing script leaves nothing behind (Redis has no rollback); a record is
+# never written without its message.
 _CREATE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {1, cjson.encode(redis.call('HGETALL', KEYS[2]))}
+end
 if ARGV[4] == '1' then
   local earlier = redis.call('GET', KEYS[1])
-  if earlier and redis.call('EXISTS', ARGV[5] .. earlier) == 1 then return earlier end
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  if earlier then
+    local record = redis.call('HGETALL', ARGV[5] .. earlier)
+    if #record > 0 then return {0, cjson.encode(record)} end
+  end
 end
+if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[6], ARGV[6]) end
+if ARGV[4] == '1' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', $MAXLEN, '*', unpack(fields))
@@ -252,49 +270,18 @@ class JobStore:
         job_id: str | None = None,
         idempotency: str | None = None,
         due: float | None = None,
+        message: tuple[str, str] | None = None,
     ) -> tuple[Job, bool]:
         """Write a ``queued`` record; with an idempotency key seen before, return that job.
 
         Returns ``(job, created)``. A ``due`` time also puts the job in the scheduled set,
         from which :func:`worker.enqueue.promote_due` publishes it when the time comes.
+        A ``message`` (list key, entry: :class:`worker.message.MessageBuilder`) is pushed
+        in the same script: record and message exist together or not at all. ``job_id``
+        must be fresh (:func:`new_id`).
         """
-        job_id = job_id or new_id()
-        record: dict[str, str] = {
-            "id": job_id,
-            "kind": kind,
-            "state": "queued",
-            "queue": queue,
-            "args": json.dumps(dict(args), separators=(",", ":")),
-            "progress": "0",
-            "attempts": "0",
-            "created_at": repr(time.time()),
-        }
-        if idempotency is not None:
-            record["idempotency"] = idempotency
-        argv: list[Any] = [
-            job_id,
-            self.retention,
-            repr(due) if due is not None else "",
-            "1" if idempotency is not None else "0",
-            job_key(""),
-        ]
-        for name, value in record.items():
-            argv += [name, value]
-        earlier = self._create(
-            keys=[
-                idempotency_key(idempotency or ""),
-                job_key(job_id),
-                events_key(job_id),
-                STATS_STATES,
-                SCHEDULED_SET,
-            ],
-            args=argv,
-        )
-        if earlier:
-            job = self.get(text(earlier))
-            if job is not None:
-                return job, False
-        return Job.from_hash(record), True
+        call = _CreateCall(self.retention, kind, args, queue, job_id, idempotency, due, message)
+        return call.result(self._create(keys=call.keys, args=call.argv))
 
     def discard(self, job: Job) -> None:
         """Undo :meth:`create` when the job could not be enqueued (the caller gets a 503)."""
@@ -481,6 +468,96 @@ class JobStore:
 
     def dead_count(self) -> int:
         return int(self.client.zcard(DEAD_SET))
+
+
+class AsyncJobStore:
+    """The part of :class:`JobStore` the API runs on its event loop (``redis.asyncio``)."""
+
+    def __init__(self, client: aioredis.Redis, retention_seconds: int) -> None:
+        self.client = client
+        self.retention = retention_seconds
+        self._create = client.register_script(_CREATE)
+
+    async def create(
+        self,
+        kind: str,
+        args: Mapping[str, Any],
+        queue: str,
+        *,
+        job_id: str | None = None,
+        idempotency: str | None = None,
+        due: float | None = None,
+        message: tuple[str, str] | None = None,
+    ) -> tuple[Job, bool]:
+        """:meth:`JobStore.create`, one round trip on the event loop."""
+        call = _CreateCall(self.retention, kind, args, queue, job_id, idempotency, due, message)
+        return call.result(await self._create(keys=call.keys, args=call.argv))
+
+    async def find_idempotent(self, key: str) -> Job | None:
+        """:meth:`JobStore.find_idempotent`."""
+        job_id = await self.client.get(idempotency_key(key))
+        if not job_id or not valid_id(text(job_id)):
+            return None
+        data = await self.client.hgetall(job_key(text(job_id)))
+        return Job.from_hash(data) if data else None
+
+
+class _CreateCall:
+    """The keys and arguments of one run of ``_CREATE``, and how to read its reply."""
+
+    def __init__(
+        self,
+        retention: int,
+        kind: str,
+        args: Mapping[str, Any],
+        queue: str,
+        job_id: str | None,
+        idempotency: str | None,
+        due: float | None,
+        message: tuple[str, str] | None,
+    ) -> None:
+        job_id = job_id or new_id()
+        record: dict[str, str] = {
+            "id": job_id,
+            "kind": kind,
+            "state": "queued",
+            "queue": queue,
+            "args": json.dumps(dict(args), separators=(",", ":")),
+            "progress": "0",
+            "attempts": "0",
+            "created_at": repr(time.time()),
+        }
+        if idempotency is not None:
+            record["idempotency"] = idempotency
+        list_key, entry = message if message is not None else (queue, "")
+        argv: list[Any] = [
+            job_id,
+            retention,
+            repr(due) if due is not None else "",
+            "1" if idempotency is not None else "0",
+            job_key(""),
+            entry,
+        ]
+        for name, value in record.items():
+            argv += [name, value]
+        self.record = record
+        self.argv = argv
+        self.keys = [
+            idempotency_key(idempotency or ""),
+            job_key(job_id),
+            events_key(job_id),
+            STATS_STATES,
+            SCHEDULED_SET,
+            list_key,
+        ]
+
+    def result(self, reply: Any) -> tuple[Job, bool]:
+        if not reply:
+            return Job.from_hash(self.record), True
+        same, raw = reply
+        flat = json.loads(raw)
+        job = Job.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return job, bool(same)
 
 
 def _not_found(job_id: str) -> NotFound:

@@ -16,7 +16,7 @@ from api.errors import error_response
 from api.uploads import receive_upload
 from worker import imaging
 from worker.catalog import THUMBNAILS
-from worker.enqueue import submit
+from worker.enqueue import submit_async
 from worker.jobs import Job, new_id, valid_id
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -29,41 +29,34 @@ async def upload(request: Request) -> Response:
     widths = params.widths(request.query_params.get("widths"), settings.thumbnail_widths)
     key = params.idempotency_key(request)
     if key is not None:
-        earlier = await run_in_threadpool(c.store.find_idempotent, key)
+        earlier = await c.jobs.find_idempotent(key)
         if earlier is not None:
             return _accepted(earlier)
     temp = await receive_upload(request, c.storage, settings.max_upload_bytes)
-    try:
-        await run_in_threadpool(imaging.probe, temp, settings.max_pixels)
-        job = await run_in_threadpool(_store_and_enqueue, c, temp, widths, queue, key)
-    finally:
-        temp.unlink(missing_ok=True)
-    return _accepted(job)
-
-
-def _store_and_enqueue(
-    c: AppContext, temp: Path, widths: list[int], queue: str, key: str | None
-) -> Job:
     job_id = new_id()
     original = c.storage.original(job_id)
-    # The original is in place before the message exists: a worker never races the file.
-    c.storage.publish(temp, original)
     try:
-        job, created = submit(
-            c.store,
-            c.celery,
-            THUMBNAILS,
-            {"widths": widths},
-            queue,
-            job_id=job_id,
-            idempotency=key,
+        await run_in_threadpool(_probe_and_store, c, temp, original)
+    finally:
+        temp.unlink(missing_ok=True)
+    try:
+        job, created = await submit_async(
+            c.jobs, c.celery, THUMBNAILS, {"widths": widths}, queue, job_id=job_id, idempotency=key
         )
     except BaseException:
+        # Also after an unclear outcome (a timeout: the script may have run): the client
+        # is told to retry, and a job that did get queued fails cleanly without its file.
         original.unlink(missing_ok=True)
         raise
     if not created:
         original.unlink(missing_ok=True)
-    return job
+    return _accepted(job)
+
+
+def _probe_and_store(c: AppContext, temp: Path, original: Path) -> None:
+    imaging.probe(temp, c.settings.max_pixels)
+    # The original is in place before the message exists: a worker never races the file.
+    c.storage.publish(temp, original)
 
 
 def _accepted(job: Job) -> JSONResponse:

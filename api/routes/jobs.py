@@ -15,7 +15,7 @@ from api.context import ctx
 from api.events import stream_events
 from api.uploads import limited
 from worker import catalog
-from worker.enqueue import replay_dead, submit
+from worker.enqueue import replay_dead, submit_async
 from worker.errors import InvalidRequest, UploadTooLarge
 
 MAX_JOB_BODY = 64 * 1024
@@ -46,8 +46,8 @@ async def create_job(request: Request) -> Response:
     queue = params.priority(body.get("priority"))
     delay = _delay(body.get("delay_seconds", 0), c.settings.max_delay_seconds)
     clean_args = catalog.validate(task, args, c.settings)
-    job, _ = await run_in_threadpool(
-        submit, c.store, c.celery, task, clean_args, queue, countdown=delay, idempotency=key
+    job, _ = await submit_async(
+        c.jobs, c.celery, task, clean_args, queue, countdown=delay, idempotency=key
     )
     return params.accepted(job)
 

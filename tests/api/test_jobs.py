@@ -259,8 +259,10 @@ def test_events_resume_replays_what_was_missed(api, start_worker, store):
 
 
 def test_job_whose_publisher_died_before_publishing_still_runs(api, start_worker, store, rclient):
-    # What submit() leaves behind if its process dies between the record and the publish
-    # (its grace period shortened from 30 s to 0.5 s): a record and a safety-net schedule.
+    # What replay_dead() leaves behind if its process dies between requeueing the record
+    # and the publish (its grace period shortened from 30 s to 0.5 s): a queued record
+    # and a safety-net schedule. (submit() has no such moment any more: record and
+    # message are written by one atomic script.)
     job, _ = store.create("debug.noop", {}, "default", due=time.time() + 0.5)
     assert queue_lengths(rclient)["default"] == 0
     start_worker()
