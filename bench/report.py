@@ -530,7 +530,8 @@ def render(results: dict[str, Any], charts_dir: Path, docs_dir: Path) -> str:
         "configuration: the anchor is `bench/bare_celery.py`, built by `create_celery` with a "
         "plain Celery task added), and the rate is the count over the time from its first take "
         "until the queue and kombu's `unacked` hash are empty. bgworker's jobs are whole jobs: "
-        "created by `submit` (record, event, safety net), started and finished through the "
+        "created by `submit` (record, event and message in one script), started and finished "
+        "through the "
         "record's Lua transitions (state, attempts, events stream, duration histogram). The "
         "default log level (INFO) makes Celery log two lines per task in both; WARNING shows "
         "the overhead without that.\n"
@@ -606,7 +607,7 @@ def render(results: dict[str, Any], charts_dir: Path, docs_dir: Path) -> str:
     )
     bd = en["breakdown"]
     w(
-        "Where a `POST /v1/jobs` spends its time after validation: the three steps of "
+        "Where a `POST /v1/jobs` spends its time after validation: the two steps of "
         "`worker.enqueue.submit`, timed in one process one request at a time (µs per request):\n"
     )
     w(
@@ -746,17 +747,15 @@ OVERHEAD_WHY = (
 )
 
 ENQUEUE_WHY = (
-    "Why bgworker's enqueue is slower than one LPUSH: it does three Redis round trips, "
-    "synchronously, in Starlette's thread pool: the record (a Lua script that also writes "
-    "the first event, the state statistics and a safety-net entry in the scheduled set), the "
-    "Celery publish (`send_task`: building the task message is pure-Python work in Celery and "
-    "kombu, the largest CPU item above), and dropping the safety net. Each step holds the GIL "
-    "for its Python part, and with 16 or 64 requests in flight the threads queue for it, "
-    "which is where the tail latency comes from; the minimal app does one non-blocking "
-    "command on the event loop. The safety net and the record are what let the API die "
-    'between any two steps without losing or inventing a job (README, "The API dies while '
-    'enqueueing"). Ways to close the gap, not done here: build the Celery message once '
-    "and push record + message + event in a single Lua script (one round trip, no safety net "
-    "needed since it is atomic), and run it on the asyncio Redis client instead of the "
-    "thread pool."
+    "What bgworker does beyond one LPUSH: it builds the Celery task message with Celery's and "
+    "kombu's own publishing code (`send_task` on a kombu Redis channel that is never "
+    "connected, whose LPUSH is collected instead of sent: the largest CPU item above, pure "
+    "Python), then sends one Lua script on the API's `redis.asyncio` client, on the event loop, "
+    "that writes the record, its first event, the state statistics, the idempotency key and "
+    "the message on the queue's list atomically. One round trip, no thread pool, and no "
+    "safety-net schedule: the script runs whole or not at all, so the API can die at any "
+    'moment without leaving a record without its message (README, "The API dies while '
+    "enqueueing\"). Before this, the enqueue was three blocking round trips in Starlette's "
+    "thread pool (record with a safety net, `send_task`, dropping the net), whose threads "
+    "queued for the GIL, which is what set the tail latency."
 )
