@@ -3,9 +3,9 @@
 :func:`worker.enqueue.submit` writes the job record and pushes its message in one Lua
 script (one round trip, atomic), so it needs the message as the list entry kombu's Redis
 transport would write, before anything is sent. Nothing here assembles a message by
-hand: :meth:`MessageBuilder.build` runs Celery's own ``send_task`` (routing, the task
-message of protocol 2, ``send_task_message`` with its headers and delivery mode) and
-kombu's own ``Producer.publish`` (serializer, ``prepare_message``) and virtual
+hand: :meth:`MessageBuilder.build` makes the calls Celery's ``send_task`` makes (routing,
+the task message of protocol 2, ``send_task_message`` with its headers and delivery mode)
+and kombu's own ``Producer.publish`` (serializer, ``prepare_message``) and virtual
 ``Channel.basic_publish`` (``encode_body``, body_encoding, delivery_tag, delivery_info)
 down to the Redis channel's ``_put``, which picks the list from the priority and
 serializes the envelope. Only the last step differs: the channel is never connected,
@@ -84,29 +84,58 @@ class MessageBuilder:
         self._channel = _detached_channel(transport)
         self._producer = app.amqp.Producer(self._channel, auto_declare=False)
         self._lock = threading.Lock()
+        # Read once: configuration lookups are slow, and these are fixed once the app runs.
+        self._router = app.amqp.router
+        self._create_task_message = app.amqp.create_task_message
+        self._send_task_message = app.amqp.send_task_message
+        self._sent_event = bool(app.conf.task_send_sent_event)
 
     def build(
         self, job_id: str, kind: str, args: Mapping[str, Any], queue: str, enqueued_at: float
     ) -> tuple[str, str]:
         """The Redis list and the entry ``send_task`` would push for this job.
 
-        The same call as :func:`worker.enqueue.publish` (task id = job id, the args as
-        keyword arguments, the queue, our enqueued-at header), with ``retry=False``
-        (nothing to retry: no I/O happens) and ``declare=[]`` (see the module docstring).
+        What ``app.send_task(kind, kwargs=args, task_id=job_id, queue=queue,
+        headers={ENQUEUED_AT_HEADER: enqueued_at})`` (:func:`worker.enqueue.publish`) does,
+        through the same calls: the router, ``amqp.create_task_message`` (protocol 2),
+        ``amqp.send_task_message`` and kombu's producer and channel; with ``retry=False``
+        (no I/O happens, nothing to retry) and ``declare=[]`` (see the module docstring).
+        Left out are the parts of ``send_task`` that add nothing to a message of ours: the
+        task-registry lookup (the API registers no task bodies), result-backend hooks and
+        the result object (results are ignored). ``tests/worker/test_message.py`` holds the
+        two to the same output.
         """
+        app = self.app
+        options = self._router.route({"queue": queue}, kind, (), args, None)
+        root_id = parent_id = None
+        parent = app.current_worker_task  # as send_task: a job queued from inside a task
+        if parent is not None:
+            root_id = parent.request.root_id or parent.request.id
+            parent_id = parent.request.id
+        message = self._create_task_message(
+            job_id,
+            kind,
+            None,
+            dict(args),
+            reply_to=app.thread_oid,
+            create_sent_event=self._sent_event,
+            root_id=root_id,
+            parent_id=parent_id,
+            ignore_result=None,
+            **options,
+        )
         collector = _Collector()
         with self._lock:
             self._channel.collector = collector
             try:
-                self.app.send_task(
+                self._send_task_message(
+                    self._producer,
                     kind,
-                    kwargs=dict(args),
-                    task_id=job_id,
-                    queue=queue,
+                    message,
                     headers={ENQUEUED_AT_HEADER: enqueued_at},
-                    producer=self._producer,
                     retry=False,
                     declare=[],
+                    **options,
                 )
             finally:
                 self._channel.collector = None
