@@ -106,7 +106,8 @@ class MessageBuilder:
         two to the same output.
         """
         app = self.app
-        options = self._router.route({"queue": queue}, kind, (), args, None)
+        kwargs = dict(args)
+        options = self._router.route({"queue": queue}, kind, (), kwargs, None)
         root_id = parent_id = None
         parent = app.current_worker_task  # as send_task: a job queued from inside a task
         if parent is not None:
@@ -116,7 +117,7 @@ class MessageBuilder:
             job_id,
             kind,
             None,
-            dict(args),
+            kwargs,
             reply_to=app.thread_oid,
             create_sent_event=self._sent_event,
             root_id=root_id,
