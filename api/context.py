@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -75,6 +76,12 @@ def lifespan_for(settings: Settings) -> Lifespan:
             metrics=registry,
         )
         promoter = asyncio.create_task(promote_forever(context.store, celery))
+        # Everything imported and built so far lives as long as the process: move it out of
+        # the collector's sight. Each full collection otherwise walks these hundreds of
+        # thousands of objects (Celery, kombu, Starlette), ~30 ms with the event loop
+        # stopped, about once a second under load: that was the enqueue's p99.
+        gc.collect()
+        gc.freeze()
         try:
             yield {"ctx": context}
         finally:
