@@ -91,5 +91,6 @@ def lifespan_for(settings: Settings) -> Lifespan:
             await async_client.aclose()
             sync_client.close()
             celery.close()
+            gc.unfreeze()  # an app made again in this process (tests) freezes afresh
 
     return lifespan
