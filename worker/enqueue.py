@@ -68,8 +68,9 @@ def submit(
 
     What happens if this process dies, or Redis goes away, at each step:
 
-    - before the script is sent (building the message): nothing was written; the client
-      sees its connection drop (or, for Redis, a 503) and retries.
+    - before the script is sent (while the message is built): nothing was written. The
+      client's connection drops (the API died) or it gets a 503 (Redis unreachable), and
+      it retries.
     - while Redis runs the script: nothing, it is atomic. Redis runs it whole or not at
       all (a script is one transaction in the AOF and on replicas), and its only
       command that can fail, the LPUSH, comes first. There is no moment with a record
@@ -103,7 +104,7 @@ async def submit_async(
     timeout: float = SUBMIT_TIMEOUT,
 ) -> tuple[Job, bool]:
     """:func:`submit` on the event loop: the message is built here (pure Python, about
-    70 µs) and the script sent with ``redis.asyncio``, with no thread-pool hop.
+    50 µs) and the script sent with ``redis.asyncio``, with no thread-pool hop.
 
     The whole call, redis-py's retries included, is bounded by ``timeout`` (the API's
     asyncio client has no socket timeout, because event streams block on XREAD): past it,

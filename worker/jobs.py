@@ -283,17 +283,6 @@ class JobStore:
         call = _CreateCall(self.retention, kind, args, queue, job_id, idempotency, due, message)
         return call.result(self._create(keys=call.keys, args=call.argv))
 
-    def discard(self, job: Job) -> None:
-        """Undo :meth:`create` when the job could not be enqueued (the caller gets a 503)."""
-        raw = self.client.hget(job_key(job.id), "idempotency")
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(job_key(job.id), events_key(job.id))
-        if raw:
-            pipe.delete(idempotency_key(text(raw)))
-        pipe.zrem(SCHEDULED_SET, job.id)
-        pipe.hincrby(STATS_STATES, "queued", -1)
-        pipe.execute()
-
     # -- reads ----------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
         if not valid_id(job_id):
