@@ -8,7 +8,6 @@ with Celery's ``send_task`` by :func:`publish` when they fall due.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -28,10 +27,6 @@ log = logging.getLogger(__name__)
 # Seconds after which the promoter publishes a replayed dead job whose publisher died
 # mid-way (see replay_dead).
 PUBLISH_GRACE = 30.0
-
-# Longest wait for Redis in submit_async, retries included (the sync client's socket
-# timeout is 5 s too).
-SUBMIT_TIMEOUT = 5.0
 
 # What an unavailable broker raises, from redis-py directly or through kombu: down,
 # restarting (loading its data), read-only replica, or out of memory.
@@ -101,24 +96,18 @@ async def submit_async(
     countdown: float = 0,
     job_id: str | None = None,
     idempotency: str | None = None,
-    timeout: float = SUBMIT_TIMEOUT,
 ) -> tuple[Job, bool]:
     """:func:`submit` on the event loop: the message is built here (pure Python, about
     50 µs) and the script sent with ``redis.asyncio``, with no thread-pool hop.
 
-    The whole call, redis-py's retries included, is bounded by ``timeout`` (the API's
-    asyncio client has no socket timeout, because event streams block on XREAD): past it,
-    :class:`redis.TimeoutError` (a 503). As with a socket timeout, the script may have run
-    anyway; see :func:`submit` for what that means.
+    The call is bounded by the store's timeout (:class:`worker.jobs.AsyncJobStore`): past
+    it, :class:`redis.TimeoutError` (a 503). As with a socket timeout, the script may have
+    run anyway; see :func:`submit` for what that means.
     """
     job_id, due, message = _prepare(celery, kind, args, queue, countdown, job_id)
-    try:
-        async with asyncio.timeout(timeout):
-            return await store.create(
-                kind, args, queue, job_id=job_id, idempotency=idempotency, due=due, message=message
-            )
-    except TimeoutError as exc:
-        raise redis.TimeoutError(f"no answer from Redis within {timeout:g} s") from exc
+    return await store.create(
+        kind, args, queue, job_id=job_id, idempotency=idempotency, due=due, message=message
+    )
 
 
 def _prepare(

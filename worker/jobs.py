@@ -17,11 +17,13 @@ States::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -460,11 +462,21 @@ class JobStore:
 
 
 class AsyncJobStore:
-    """The part of :class:`JobStore` the API runs on its event loop (``redis.asyncio``)."""
+    """The part of :class:`JobStore` the API runs on its event loop (``redis.asyncio``).
 
-    def __init__(self, client: aioredis.Redis, retention_seconds: int) -> None:
+    Each call, redis-py's retries included, is bounded by ``timeout`` seconds: the API's
+    asyncio client has no socket timeout (event streams block on XREAD), and a request
+    must not hang on a Redis that accepts connections but does not answer. Past it,
+    :class:`redis.TimeoutError` (the API's 503), as the sync client's socket timeout
+    gives. As with any timeout, a command may have run anyway.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, retention_seconds: int, timeout: float = 5.0
+    ) -> None:
         self.client = client
         self.retention = retention_seconds
+        self.timeout = timeout
         self._create = client.register_script(_CREATE)
 
     async def create(
@@ -480,15 +492,26 @@ class AsyncJobStore:
     ) -> tuple[Job, bool]:
         """:meth:`JobStore.create`, one round trip on the event loop."""
         call = _CreateCall(self.retention, kind, args, queue, job_id, idempotency, due, message)
-        return call.result(await self._create(keys=call.keys, args=call.argv))
+        async with self._bounded():
+            reply = await self._create(keys=call.keys, args=call.argv)
+        return call.result(reply)
 
     async def find_idempotent(self, key: str) -> Job | None:
         """:meth:`JobStore.find_idempotent`."""
-        job_id = await self.client.get(idempotency_key(key))
-        if not job_id or not valid_id(text(job_id)):
-            return None
-        data = await self.client.hgetall(job_key(text(job_id)))
+        async with self._bounded():
+            job_id = await self.client.get(idempotency_key(key))
+            if not job_id or not valid_id(text(job_id)):
+                return None
+            data = await self.client.hgetall(job_key(text(job_id)))
         return Job.from_hash(data) if data else None
+
+    @contextlib.asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                yield
+        except TimeoutError as exc:
+            raise redis.TimeoutError(f"no answer from Redis within {self.timeout:g} s") from exc
 
 
 class _CreateCall:

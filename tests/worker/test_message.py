@@ -160,3 +160,22 @@ def test_workers_run_jobs_submitted_on_the_event_loop(start_worker, store, celer
     time.sleep(0.6)
     assert promote_due(store, celery_app) == 1
     assert wait_state(store, ids[-1], "succeeded").attempts == 1
+
+
+def test_submit_on_the_event_loop_gives_up_on_a_silent_redis(rclient, settings, celery_app):
+    # A Redis that accepts connections but does not answer: the API's asyncio client has
+    # no socket timeout, so the store bounds each call (the route answers 503).
+    async def attempt() -> float:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            jobs = AsyncJobStore(client, settings.job_retention_seconds, timeout=0.3)
+            assert await jobs.find_idempotent("warm-up") is None  # connected
+            rclient.client_pause(1500)
+            started = time.monotonic()
+            with pytest.raises(redis.TimeoutError):
+                await submit_async(jobs, celery_app, "debug.noop", {}, "default")
+            return time.monotonic() - started
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(attempt()) < 1.0
