@@ -3,7 +3,7 @@
 # virtualenv in .venv with bgworker installed. Sourced by scripts/run and scripts/test.
 set -euo pipefail
 
-extra="${1:-}"   # "test" installs the test tools too
+extra="${1:-}"   # "test" installs the test tools too; "bench" the benchmarks' tools (and wrk)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 missing=()
@@ -11,6 +11,7 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v redis-server >/dev/null || missing+=(redis-server)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 [ "$extra" = test ] && { command -v ps >/dev/null || missing+=(procps); }
+[ "$extra" = bench ] && { command -v wrk >/dev/null || missing+=(wrk); }
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
@@ -33,6 +34,6 @@ PY
 # locations that some machines configure and do not have.
 quiet() { "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
 quiet .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-if [ "$extra" = test ]; then spec=".[test]"; else spec="."; fi
+if [ -n "$extra" ]; then spec=".[$extra]"; else spec="."; fi
 quiet .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"
 .venv/bin/python -c 'import api.app, worker.cli' # fails loudly if the install did not work

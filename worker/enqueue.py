@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -154,33 +154,29 @@ def promote_due(store: JobStore, celery: Celery, lease: float = 30.0) -> int:
 
 
 def replay_dead(store: JobStore, celery: Celery, job_id: str) -> Job:
-    """Re-enqueue a dead job under the same id (its attempts keep counting)."""
+    """Re-enqueue a dead job under the same id (its attempts keep counting).
+
+    Two steps under a safety net: the record goes back to ``queued`` with a schedule
+    :data:`PUBLISH_GRACE` ahead, then the message is published and the schedule dropped.
+    Should this process die in between, the promoter publishes the job when the net falls
+    due. If the publish fails, the job goes back to the dead set and the caller gets
+    :class:`BrokerUnavailable`; if dropping the net fails, the promoter may publish a
+    duplicate later, which the task skips or reruns harmlessly.
+    """
     due = time.time() + PUBLISH_GRACE
     job = store.requeue_dead(job_id, due)
-    _publish_under_net(
-        store, celery, job, due, undo=lambda: store.transition(job_id, "dead", ("queued",), "du")
-    )
-    return job
-
-
-def _publish_under_net(
-    store: JobStore, celery: Celery, job: Job, net_due: float, undo: Callable[[], object]
-) -> None:
-    """Publish a job whose record carries a safety-net schedule at ``net_due``, then drop it.
-
-    If the publish fails, ``undo`` puts the record back as it was and the caller gets
-    :class:`BrokerUnavailable`. If dropping the net fails, nothing is wrong but a later
-    duplicate publish by the promoter, which the task skips or reruns harmlessly.
-    """
     try:
         publish(celery, job)
     except Exception as exc:
         try:
-            undo()
+            store.transition(job_id, "dead", ("queued",), "du")
         except Exception:
-            log.exception("could not undo job %s after its publish failed", job.id)
+            log.exception(
+                "could not put job %s back in the dead set after its publish failed", job_id
+            )
         raise BrokerUnavailable(f"could not queue the job: {exc}") from exc
     try:
-        store.release(job.id, net_due)
+        store.release(job_id, due)
     except Exception as exc:
-        log.warning("job %s is queued but its safety net stays: %s", job.id, exc)
+        log.warning("job %s is queued but its safety net stays: %s", job_id, exc)
+    return job
