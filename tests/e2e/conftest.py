@@ -12,16 +12,16 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.docker_images import (
-    Built,
     Engine,
     Unavailable,
     build_all,
     choose_base,
     ensure_engine,
+    image_size,
 )
 
-_built: dict[str, Built] = {}
-_base: list[str] = []
+# Filled by the fixtures, printed at the end of the session.
+_report: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -35,23 +35,31 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="session")
-def images(docker_engine: Engine) -> dict[str, str]:
-    """``{"api": "bgworker-api:e2e", "worker": "bgworker-worker:e2e"}``, freshly built."""
+def base_image(docker_engine: Engine) -> str:
+    """What the images are built on (E2E_BASE_IMAGE, python:3.12-slim, or a local base)."""
     try:
         base = choose_base()
     except Unavailable as exc:
         pytest.skip(f"container e2e: {exc}")
-    _base.append(base)
-    _built.update(build_all("e2e", base))
-    return {target: built.ref for target, built in _built.items()}
+    return base
+
+
+@pytest.fixture(scope="session")
+def images(base_image: str) -> dict[str, str]:
+    """``{"api": "bgworker-api:e2e", "worker": "bgworker-worker:e2e"}``, freshly built."""
+    built = build_all("e2e", base_image)
+    base_size = image_size(base_image)  # known only now when the build pulled the base
+    _report.append(f"base image {base_image}: {base_size / 1e6:.0f} MB")
+    for b in built.values():
+        _report.append(
+            f"{b.ref}: {b.size / 1e6:.0f} MB ({(b.size - base_size) / 1e6:.0f} MB over the "
+            f"base), built in {b.seconds:.0f} s"
+        )
+    return {target: b.ref for target, b in built.items()}
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _built:
-        return
-    terminalreporter.section("bgworker images")
-    terminalreporter.write_line(f"base image: {_base[0]}")
-    for built in _built.values():
-        terminalreporter.write_line(
-            f"{built.ref}: {built.size / 1e6:.0f} MB, built in {built.seconds:.0f} s"
-        )
+    if _report:
+        terminalreporter.section("bgworker images")
+        for line in _report:
+            terminalreporter.write_line(line)

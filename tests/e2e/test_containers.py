@@ -21,7 +21,7 @@ from PIL import Image
 
 from tests.e2e.api_client import Api, is_webp, photo
 from tests.e2e.containers import REDIS_PASSWORD, Container, Stack, quoted_password
-from tests.e2e.docker_images import run
+from tests.e2e.docker_images import image_size, run
 from tests.helpers import wait_for
 
 # The first test also pays for the session fixtures: installing and starting Docker, a
@@ -191,3 +191,10 @@ def test_runtime_images_hold_no_compiler_and_no_pip(images: dict[str, str]) -> N
         assert _compilers(ref) == [], ref
     # The probe is not blind: a gcc on PATH is found.
     assert _compilers(images["worker"], plant_gcc=True) == ["/tmp/fake/gcc"]
+
+
+def test_bgworker_adds_under_80_mb_to_its_base(images: dict[str, str], base_image: str) -> None:
+    """The venv is about 55 MB; a build tool or a cache left in the runtime would show here."""
+    for ref in images.values():
+        added = image_size(ref) - image_size(base_image)
+        assert added < 80e6, f"{ref} adds {added / 1e6:.0f} MB to {base_image}"
