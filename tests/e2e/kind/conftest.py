@@ -7,8 +7,7 @@ Otherwise each test is skipped with a message naming what is missing, or fails w
 
 Settings are ``E2E_*`` variables, not ``BGWORKER_*`` ones: that prefix belongs to
 bgworker's own settings, whose check stops a process at an unknown name (and
-tests/conftest.py strips it around every test). The ``BGWORKER_``-prefixed spellings of
-the e2e issue are accepted too (``SETTINGS`` below).
+tests/conftest.py strips it around every test).
 
 The fixtures build the whole installation once per session, in order: a kind cluster
 (created, or reused from ``E2E_KIND_CLUSTER``), the two images loaded into it, KEDA,
@@ -27,6 +26,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 
 import pytest
 
+from tests.e2e.docker_images import build_images
 from tests.e2e.kind import k8s
 from tests.e2e.kind.k8s import Cluster, ForwardedApi, PortForward
 
@@ -34,29 +34,24 @@ from tests.e2e.kind.k8s import Cluster, ForwardedApi, PortForward
 # BGWORKER_* variable around each test; the fixtures run inside tests).
 ENV: dict[str, str] = dict(os.environ)
 
-# Each setting: its name, then the spelling the e2e issue used first (also accepted).
-SETTINGS: dict[str, tuple[str, str]] = {
-    "kind": ("E2E_KIND", "BGWORKER_E2E_KIND"),
-    "require": ("E2E_REQUIRE", "BGWORKER_E2E_REQUIRE"),
-    "keep": ("E2E_KEEP", "BGWORKER_E2E_KEEP"),
-    "cluster": ("E2E_KIND_CLUSTER", "BGWORKER_KIND_CLUSTER"),
-    "node_image": ("E2E_KIND_NODE_IMAGE", "BGWORKER_KIND_NODE_IMAGE"),
-    "keda_version": ("E2E_KEDA_VERSION", "BGWORKER_E2E_KEDA_VERSION"),
-    "base_image": ("E2E_BASE_IMAGE", "BGWORKER_E2E_BASE_IMAGE"),
+# Each setting by its environment variable.
+SETTINGS: dict[str, str] = {
+    "kind": "E2E_KIND",
+    "require": "E2E_REQUIRE",
+    "keep": "E2E_KEEP",
+    "cluster": "E2E_KIND_CLUSTER",
+    "node_image": "E2E_KIND_NODE_IMAGE",
+    "keda_version": "E2E_KEDA_VERSION",
 }
-KIND_VAR = SETTINGS["kind"][0]
-REQUIRE_VAR = SETTINGS["require"][0]
-KEEP_VAR = SETTINGS["keep"][0]
+KIND_VAR = SETTINGS["kind"]
+REQUIRE_VAR = SETTINGS["require"]
+KEEP_VAR = SETTINGS["keep"]
 TOOLS = ("docker", "kind", "kubectl", "helm")
 
 
 def setting(env: Mapping[str, str], key: str) -> str:
-    """The value of one setting under either of its names ("" when unset)."""
-    for name in SETTINGS[key]:
-        value = env.get(name, "").strip()
-        if value:
-            return value
-    return ""
+    """The value of one setting ("" when unset)."""
+    return env.get(SETTINGS[key], "").strip()
 
 
 # The cluster in use, for the failure report hook below (empty outside a cluster session).
@@ -181,13 +176,7 @@ def kind_cluster(kind_gate: None, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="session")
 def kind_images(kind_cluster: Cluster) -> dict[str, str]:
     """bgworker-api:e2e and bgworker-worker:e2e, built here and loaded into the node."""
-    try:
-        from tests.e2e.docker_images import build_images
-    except ImportError as exc:
-        pytest.fail(f"cannot import tests.e2e.docker_images.build_images: {exc}", pytrace=False)
-    base_image = setting(ENV, "base_image") or None
-    images: dict[str, str] = dict(build_images(k8s.IMAGE_TAG, base_image=base_image))
-    assert {"api", "worker"} <= images.keys(), f"build_images returned {images}"
+    images = build_images(k8s.IMAGE_TAG)  # on E2E_BASE_IMAGE, when set
     for part in ("api", "worker"):
         k8s.load_image(kind_cluster.name, images[part])
     # Redis is pulled by the node (pullPolicy IfNotPresent) unless Docker here has it: then

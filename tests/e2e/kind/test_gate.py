@@ -16,7 +16,6 @@ from tests.e2e.kind import k8s
 from tests.e2e.kind.conftest import (
     KIND_VAR,
     REQUIRE_VAR,
-    SETTINGS,
     enforce,
     gate,
     missing_tools,
@@ -73,15 +72,8 @@ def test_asked_with_everything_present_runs():
     enforce({KIND_VAR: "1", REQUIRE_VAR: "1"}, nothing_missing)  # neither skips nor fails
 
 
-def test_the_issues_bgworker_prefixed_names_work_too():
-    assert SETTINGS["kind"] == (KIND_VAR, "BGWORKER_E2E_KIND")
-    assert gate({"BGWORKER_E2E_KIND": "1"}, nothing_missing) is None
-    with pytest.raises(pytest.fail.Exception):
-        enforce({"BGWORKER_E2E_REQUIRE": "1"}, kind_and_helm_missing)
-    assert (
-        setting({"E2E_KIND_CLUSTER": " mine ", "BGWORKER_KIND_CLUSTER": "x"}, "cluster") == "mine"
-    )
-    assert setting({"BGWORKER_KIND_CLUSTER": "x"}, "cluster") == "x"
+def test_settings_are_read_trimmed():
+    assert setting({"E2E_KIND_CLUSTER": " mine "}, "cluster") == "mine"
     assert setting({}, "cluster") == ""
 
 

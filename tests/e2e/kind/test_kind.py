@@ -126,7 +126,7 @@ def test_workers_scale_from_zero_to_several_and_back(
     """A backlog wakes the workers from zero, KEDA/HPA add more than one, every job runs
     once, and the Deployment goes back to zero after the cooldown."""
     wait_workers_gone(kind_cluster)
-    count, seconds = 40, 3  # 40 waiting / listLength 2 = 20 desired, capped at maxReplicaCount
+    count, seconds = 40, 5  # 40 waiting / listLength 2 = 20 desired, capped at maxReplicaCount
     with ReplicaRecorder(kind_cluster) as seen:
         ids = kind_api.sleep_jobs(count, seconds)
         kind_api.assert_each_succeeded_once(ids, timeout=count * seconds + 2 * SLACK)
