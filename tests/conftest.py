@@ -17,8 +17,8 @@ from worker.jobs import JobStore
 from worker.redis_server import RedisServer
 from worker.settings import Settings
 
-# Small limits keep the redelivery after a SIGKILL (visibility timeout = hard limit +
-# longest countdown + margin = 10 + 1 + 1 s) short enough for a test.
+# Small limits keep the redelivery after a SIGKILL (visibility timeout = longest hard
+# limit + margin = 10 + 1 s) short enough for a test.
 TEST_ENV = {
     "BGWORKER_DEBUG_TASKS": "1",
     "BGWORKER_SHUTDOWN_TIMEOUT": "3",
