@@ -2,10 +2,11 @@
 
 The images are built from ``images/Dockerfile`` exactly as a user builds them; only
 ``BASE_IMAGE`` may differ. Where the default base (``python:3.12-slim``) is not on the
-machine, the base is made here: a ``debootstrap`` of the host's own Debian release with
-python3, the host's CA bundle copied in (pip inside the build needs it), imported with
-``docker import`` and tagged by a content key, so it is made once per machine and
-rebuilt only when what went into it changes. Nothing here pulls from a registry.
+machine and the tests run as root, the base is made here: a ``debootstrap`` of the
+host's own Debian release with python3, the host's CA bundle copied in (pip inside the
+build needs it), imported with ``docker import`` and tagged by a content key, so it is
+made once per machine and rebuilt only when what went into it changes. Only a user who
+is not root (and so cannot debootstrap) gets the default base pulled.
 
 Environment:
 - ``E2E_BASE_IMAGE``: the base to build on (e.g. ``python:3.12-slim`` where a
@@ -195,11 +196,6 @@ def local_base() -> str:
     tag = f"bgworker-e2e-base:{codename}-{base_key(codename, CA_BUNDLE.read_bytes())}"
     if image_exists(tag):
         return tag
-    if not is_root():
-        raise Unavailable(
-            f"no base image: {DEFAULT_BASE} is not on this machine and debootstrap needs "
-            "root; set E2E_BASE_IMAGE to an image with python3 (>= 3.11) and venv"
-        )
     if shutil.which("debootstrap") is None:
         apt_install("debootstrap")
     mirror = apt_mirror(codename, _read_apt_sources())
@@ -234,13 +230,27 @@ def local_base() -> str:
 
 
 def choose_base() -> str:
-    """``E2E_BASE_IMAGE``, else the default base if present, else a local one."""
+    """``E2E_BASE_IMAGE``; else the default base if present; else a local one made with
+    debootstrap (root); else the default base pulled (a user with Docker but not root).
+
+    As root nothing is pulled: the machines this project is developed on reach no registry,
+    and a pull would only wait for a timeout.
+    """
     chosen = os.environ.get("E2E_BASE_IMAGE")
     if chosen:
         return chosen
     if image_exists(DEFAULT_BASE):
         return DEFAULT_BASE
-    return local_base()
+    if is_root():
+        return local_base()
+    pulled = run("docker", "pull", DEFAULT_BASE, timeout=600, check=False)
+    if pulled.returncode != 0:
+        raise Unavailable(
+            f"no base image: {DEFAULT_BASE} cannot be pulled ({pulled.stderr.strip()[-300:]}) "
+            "and making one with debootstrap needs root; set E2E_BASE_IMAGE to an image with "
+            "python3 (>= 3.11) and its venv module"
+        )
+    return DEFAULT_BASE
 
 
 # --- bgworker's images ------------------------------------------------------------------
