@@ -179,6 +179,13 @@ class Stack:
             self.redis.kill()
             self.redis.wait(10)
 
+    def leftovers(self) -> list[str]:
+        """Containers and volumes of this run that still exist (after :meth:`close`: none)."""
+        label = f"label={LABEL}={self.prefix}"
+        containers = run("docker", "ps", "--all", "--quiet", "--filter", label).stdout.split()
+        volumes = run("docker", "volume", "ls", "--quiet", "--filter", f"name={self.prefix}")
+        return containers + volumes.stdout.split()
+
 
 def quoted_password() -> str:
     """The password as it appears percent-encoded in a URL (for log checks)."""

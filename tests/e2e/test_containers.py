@@ -59,6 +59,7 @@ def stack(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> I
         yield stack
     finally:
         stack.close()
+    assert stack.leftovers() == [], "the suite left containers or volumes behind"
 
 
 @pytest.fixture(scope="module")
