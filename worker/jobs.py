@@ -182,7 +182,8 @@ return false
 # flags, one effect each: "a" count a start (attempts and deliveries), "s" set started_at
 #   once, "d" add to the dead set, "q" leave it, "r" count a retry, "z" schedule at
 #   `number`, "u" leave the scheduled set, "h" add duration `number` to bucket `label`,
-#   "f" count a failure with code `label`.
+#   "f" count a failure with code `label`, "c" change nothing unless `attempts` equals
+#   `number` (the start the caller saw is still the latest).
 # Returns {1, previous state, record} or {0, current state}; the record is the job hash as
 # one JSON array [field, value, ...] (one bulk string: much cheaper for the client to read
 # than a RESP array of some thirty strings, on every job start and end).
@@ -193,6 +194,9 @@ if ARGV[2] ~= '' and not string.find(',' .. ARGV[2] .. ',', ',' .. cur .. ',', 1
   return {0, cur}
 end
 local flags = ARGV[6]
+if string.find(flags, 'c', 1, true) and redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[7] then
+  return {0, cur}
+end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], unpack(ARGV, 9))
 if string.find(flags, 'a', 1, true) then
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -389,6 +393,15 @@ class JobStore:
             label=error["code"],
             error=error,
             finished_at=time.time(),
+        )
+        return job is not None
+
+    def requeued(self, job_id: str, attempts: int) -> bool:
+        """Back to ``queued``: a shutdown deadline put the message of start ``attempts``
+        back on its queue. Nothing changes if the job has moved on meanwhile (finished,
+        or already started again elsewhere, which counts another attempt)."""
+        job, _ = self.transition(
+            job_id, "queued", ("running",), flags="c", number=attempts, progress=0
         )
         return job is not None
 

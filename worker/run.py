@@ -27,7 +27,7 @@ def run_worker(
     app = create_celery(settings, with_tasks=True)
     if heartbeat_file is not None:
         app.steps["consumer"].add(liveness.heartbeat_step(heartbeat_file))
-    shutdown.install(settings.shutdown_timeout, heartbeat_file)
+    shutdown.install(settings.shutdown_timeout, heartbeat_file, lambda: app.store)
     app.worker_main(worker_argv(settings, queues, concurrency))
 
 

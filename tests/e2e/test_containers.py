@@ -152,6 +152,9 @@ def test_docker_stop_past_the_shutdown_timeout_requeues_the_job(
     assert took < GRACE, f"docker stop took {took:.0f} s: the grace ran out (SIGKILL)"
     assert stopped.exit_code == 0, stopped.logs()[-3000:]
     assert "Restoring 1 unacknowledged message(s)" in stopped.logs()
+    # The interrupted job shows queued again (not a stale running) while it waits.
+    states = sorted(api.job(i)["state"] for i in (long_job, other_job))
+    assert states == ["queued", "running"], states
     stopped.start()  # somebody has to run the requeued job while the survivor is busy
     api.assert_each_succeeded_once([long_job, other_job], timeout=2 * SHUTDOWN_TIMEOUT + 30)
     assert sorted(api.job(i)["attempts"] for i in (long_job, other_job)) == [1, 2]

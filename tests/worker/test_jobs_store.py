@@ -37,3 +37,23 @@ def test_records_expire_after_the_retention(store, rclient, settings):
     store.begin(job.id)
     # Every change starts the retention again.
     assert rclient.ttl(f"bgworker:job:{job.id}") > settings.job_retention_seconds - 5
+
+
+def test_requeued_applies_only_to_the_start_it_interrupted(store):
+    """A shutdown deadline puts the record back to queued; a job that moved on is left alone."""
+    job, _ = store.create("debug.noop", {}, "default")
+    started, _ = store.begin(job.id)
+    assert started is not None and started.attempts == 1
+    store.set_progress(job.id, 40)
+    # Another worker already started it again (attempt 2): the old start's requeue is stale.
+    store.begin(job.id)
+    assert not store.requeued(job.id, 1)
+    assert store.require(job.id).state == "running"
+    assert store.requeued(job.id, 2)
+    back = store.require(job.id)
+    assert (back.state, back.progress, back.attempts) == ("queued", 0, 2)
+    # ... and a finished job never goes back.
+    store.begin(job.id)
+    store.succeed(job.id, None, 0.1)
+    assert not store.requeued(job.id, 3)
+    assert store.require(job.id).state == "succeeded"

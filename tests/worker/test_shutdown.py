@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import queue_lengths, wait_for, wait_state
 from worker.enqueue import submit
-from worker.jobs import STATS_STATES
+from worker.jobs import STATS_STATES, events_key
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +21,14 @@ LONG_TIMEOUT = "30"
 def sleep_job(store, celery_app, seconds: float) -> str:
     job, _ = submit(store, celery_app, "debug.sleep", {"seconds": seconds}, "default")
     return job.id
+
+
+def events(rclient, job_id: str) -> list[dict[str, str]]:
+    """The job's event stream, oldest first (each entry a copy of the record)."""
+    return [
+        {k.decode(): v.decode() for k, v in f.items()}
+        for _, f in rclient.xrange(events_key(job_id))
+    ]
 
 
 def successes(rclient) -> int:
@@ -66,7 +74,11 @@ def test_job_longer_than_the_deadline_is_requeued_and_finished_by_another_worker
     # Back on its queue, waiting: visible to KEDA's LLEN again.
     assert queue_lengths(rclient)["default"] == 1
     assert rclient.hlen("unacked") == 0
-    assert store.require(job_id).state == "running"  # the record still shows the interrupted run
+    # The record says so too: queued again, from the start, once the message was back.
+    requeued = store.require(job_id)
+    assert (requeued.state, requeued.progress, requeued.attempts) == ("queued", 0, 1)
+    history = [e["state"] for e in events(rclient, job_id)]
+    assert history[-2:] == ["running", "queued"], history
 
     start_worker()
     job = wait_state(store, job_id, "succeeded", "failed", "dead", timeout=30)
