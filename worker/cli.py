@@ -185,15 +185,19 @@ def cmd_dead(settings: Settings, args: argparse.Namespace) -> int:
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2),
         settings.job_retention_seconds,
     )
-    if args.replay:
-        celery = create_celery(settings)
-        for job_id in args.replay:
-            job = replay_dead(store, celery, job_id)
-            print(f"{job.id} re-enqueued on {job.queue}")
-        return 0
-    for job in store.dead():
-        message = job.error["message"] if job.error else ""
-        print(f"{job.id}  {job.kind:<18} attempts={job.attempts}  {message}")
+    try:
+        if args.replay:
+            celery = create_celery(settings)
+            for job_id in args.replay:
+                job = replay_dead(store, celery, job_id)
+                print(f"{job.id} re-enqueued on {job.queue}")
+            return 0
+        for job in store.dead():
+            message = job.error["message"] if job.error else ""
+            print(f"{job.id}  {job.kind:<18} attempts={job.attempts}  {message}")
+    except redis.RedisError as exc:
+        print(f"bgworker: Redis at {settings.redis_url_redacted} failed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,14 +1,16 @@
 """Turning a validated request into a job record plus a message on its queue.
 
 Used by the API, the dead-letter replay and the CLI. Tasks are sent by name: nothing
-here imports a task body. A job for now is created and queued in one atomic script
-(:func:`submit`, :func:`submit_async`); delayed jobs, retries and replays are published
-with Celery's ``send_task`` by :func:`publish` when they fall due.
+here imports a task body. Every message is built by :class:`worker.message.MessageBuilder`
+(exactly what Celery's ``send_task`` would push) and pushed by a Lua script in the same
+step as the record changes: a job for now is created and queued at once (:func:`submit`,
+:func:`submit_async`), a due delayed job or retry leaves the schedule as it is queued
+(:func:`promote_due`), and a replayed dead job is revived as it is queued
+(:func:`replay_dead`).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,16 +19,9 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from worker.errors import BrokerUnavailable
 from worker.jobs import AsyncJobStore, Job, JobStore, new_id
 from worker.message import message_builder
 from worker.queues import ENQUEUED_AT_HEADER
-
-log = logging.getLogger(__name__)
-
-# Seconds after which the promoter publishes a replayed dead job whose publisher died
-# mid-way (see replay_dead).
-PUBLISH_GRACE = 30.0
 
 # What an unavailable broker raises, from redis-py directly or through kombu: down,
 # restarting (loading its data), read-only replica, or out of memory.
@@ -126,6 +121,12 @@ def _prepare(
 
 
 def publish(celery: Celery, job: Job) -> None:
+    """Publish a job's message through Celery's own ``send_task`` (a kombu connection).
+
+    Not on bgworker's paths any more (they push what :class:`worker.message.MessageBuilder`
+    builds, in the same script as the record changes); the reference the builder is
+    checked against, and the anchor of the benchmarks.
+    """
     celery.send_task(
         job.kind,
         kwargs=job.args,
@@ -136,47 +137,35 @@ def publish(celery: Celery, job: Job) -> None:
 
 
 def promote_due(store: JobStore, celery: Celery, lease: float = 30.0) -> int:
-    """Publish the scheduled jobs whose time has come; returns how many.
+    """Queue the scheduled jobs whose time has come; returns how many.
 
-    Safe in several processes at once: each due job is claimed under a lease first, and
-    a promoter that dies before publishing leaves it to the next one once the lease runs
-    out (at worst a job is published twice; the task skips a duplicate of a finished job).
+    Safe in several processes at once, and never queues a job twice: each due job is
+    claimed under a lease, and its message is pushed by the same script that takes it off
+    the schedule, only while that claim is the current one (:meth:`JobStore.promote`). A
+    promoter that dies, or stalls past its lease, before that script leaves the job to be
+    claimed again when the lease runs out.
     """
     ids, lease_until = store.claim_due(time.time(), lease)
+    builder = message_builder(celery)
     published = 0
     for job_id in ids:
         job = store.get(job_id)
-        if job is not None and job.state in ("queued", "retrying"):
-            publish(celery, job)
-            published += 1
-        store.release(job_id, lease_until)
+        if job is None or job.state not in ("queued", "retrying"):
+            store.release(job_id, lease_until)  # expired or cancelled: nothing to run
+            continue
+        message = builder.build(job.id, job.kind, job.args, job.queue, time.time())
+        published += store.promote(job_id, lease_until, message)
     return published
 
 
 def replay_dead(store: JobStore, celery: Celery, job_id: str) -> Job:
     """Re-enqueue a dead job under the same id (its attempts keep counting).
 
-    Two steps under a safety net: the record goes back to ``queued`` with a schedule
-    :data:`PUBLISH_GRACE` ahead, then the message is published and the schedule dropped.
-    Should this process die in between, the promoter publishes the job when the net falls
-    due. If the publish fails, the job goes back to the dead set and the caller gets
-    :class:`BrokerUnavailable`; if dropping the net fails, the promoter may publish a
-    duplicate later, which the task skips or reruns harmlessly.
+    One script (:meth:`JobStore.requeue_dead`): the record goes back to ``queued``, leaves
+    the dead set and its message goes on its queue together, or nothing changes (a job
+    that is not dead: :class:`worker.errors.Conflict`; Redis unavailable or full: the
+    error, for a 503).
     """
-    due = time.time() + PUBLISH_GRACE
-    job = store.requeue_dead(job_id, due)
-    try:
-        publish(celery, job)
-    except Exception as exc:
-        try:
-            store.transition(job_id, "dead", ("queued",), "du")
-        except Exception:
-            log.exception(
-                "could not put job %s back in the dead set after its publish failed", job_id
-            )
-        raise BrokerUnavailable(f"could not queue the job: {exc}") from exc
-    try:
-        store.release(job_id, due)
-    except Exception as exc:
-        log.warning("job %s is queued but its safety net stays: %s", job_id, exc)
-    return job
+    job = store.require(job_id)
+    message = message_builder(celery).build(job.id, job.kind, job.args, job.queue, time.time())
+    return store.requeue_dead(job_id, message)

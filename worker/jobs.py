@@ -175,15 +175,17 @@ return false
 
 # Move a job to a new state if it is in an allowed one, with its side effects, atomically.
 # KEYS: job hash, events stream, state stats, dead set, scheduled set, duration stats,
-#       failure stats
+#       failure stats, the list a "p" message goes to (any key without "p")
 # ARGV: new state, allowed current states ("" = any), ttl, now, job id, flags,
 #       number (a due time or a duration), label (a histogram bucket or an error code),
-#       field/value pairs...
+#       message ("p"; else ""), field/value pairs...
 # flags, one effect each: "a" count a start (attempts and deliveries), "s" set started_at
 #   once, "d" add to the dead set, "q" leave it, "r" count a retry, "z" schedule at
 #   `number`, "u" leave the scheduled set, "h" add duration `number` to bucket `label`,
 #   "f" count a failure with code `label`, "c" change nothing unless `attempts` equals
-#   `number` (the start the caller saw is still the latest).
+#   `number` (the start the caller saw is still the latest), "p" LPUSH `message` (first:
+#   under maxmemory only a script's first write can be refused, so a full Redis changes
+#   nothing rather than half of it).
 # Returns {1, previous state, record} or {0, current state}; the record is the job hash as
 # one JSON array [field, value, ...] (one bulk string: much cheaper for the client to read
 # than a RESP array of some thirty strings, on every job start and end).
@@ -197,7 +199,8 @@ local flags = ARGV[6]
 if string.find(flags, 'c', 1, true) and redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[7] then
   return {0, cur}
 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], unpack(ARGV, 9))
+if string.find(flags, 'p', 1, true) then redis.call('LPUSH', KEYS[8], ARGV[9]) end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], unpack(ARGV, 10))
 if string.find(flags, 'a', 1, true) then
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
@@ -245,6 +248,22 @@ for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
 return due
 """
 
+# Publish one claimed scheduled job: its message goes on its queue in the same step as it
+# leaves the schedule, and only under the claim that is still current (a promoter whose
+# lease ran out while it was stalled publishes nothing: the next claimer does).
+# KEYS: scheduled set, job hash, queue list.  ARGV: job id, lease deadline, message.
+# Returns 1 when the message was pushed, 0 otherwise.
+_PROMOTE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+local state = redis.call('HGET', KEYS[2], 'state')
+local due = state == 'queued' or state == 'retrying'
+if due then redis.call('LPUSH', KEYS[3], ARGV[3]) end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if due then return 1 end
+return 0
+"""
+
 # Forget a claimed job only if nobody rescheduled it meanwhile (a fast retry sets a new score).
 # KEYS: scheduled set.  ARGV: job id, lease deadline it was claimed with.
 _RELEASE = """
@@ -265,6 +284,7 @@ class JobStore:
         self._progress = client.register_script(_PROGRESS)
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
+        self._promote = client.register_script(_PROMOTE)
 
     # -- creation -------------------------------------------------------------------
     def create(
@@ -316,13 +336,17 @@ class JobStore:
         flags: str = "",
         number: float | None = None,
         label: str = "",
+        push: tuple[str, str] | None = None,
         **fields: object,
     ) -> tuple[Job | None, str | None]:
         """Move a job to ``state`` if it is in one of ``allowed_from`` (flags: see _TRANSITION).
 
+        ``push`` (list key, entry) is a message to LPUSH in the same step (flag ``p``).
         Returns ``(record after the change, previous state)``, or ``(None, current state)``
         when the job is missing or in a state that does not allow the change.
         """
+        if push is not None:
+            flags += "p"
         argv: list[Any] = [
             state,
             ",".join(allowed_from),
@@ -332,11 +356,13 @@ class JobStore:
             flags or "-",
             repr(number) if number is not None else "",
             label,
+            push[1] if push is not None else "",
         ]
         for name, value in fields.items():
             argv += [name, _encode(value)]
         keys = [job_key(job_id), events_key(job_id), STATS_STATES, DEAD_SET, SCHEDULED_SET]
-        reply = self._transition(keys=[*keys, STATS_DURATION, STATS_FAILURES], args=argv)
+        keys += [STATS_DURATION, STATS_FAILURES, push[0] if push is not None else keys[0]]
+        reply = self._transition(keys=keys, args=argv)
         done, previous = reply[0], text(reply[1]) if reply[1] else None
         if not done:
             return None, previous
@@ -423,19 +449,17 @@ class JobStore:
             )
         return job
 
-    def requeue_dead(self, job_id: str, due: float) -> Job:
-        """Put a dead job back to ``queued`` with fresh retries, scheduled at ``due``.
-
-        The caller publishes it at once and then releases the schedule; ``due`` is the
-        safety net should it die in between. The last error stays on the record until
-        the job starts again.
+    def requeue_dead(self, job_id: str, message: tuple[str, str]) -> Job:
+        """Put a dead job back to ``queued`` with fresh retries and push its ``message``
+        (:class:`worker.message.MessageBuilder`), in one step. The last error stays on the
+        record until the job starts again.
         """
         job, previous = self.transition(
             job_id,
             "queued",
             ("dead",),
-            flags="qz",
-            number=due,
+            flags="q",
+            push=message,
             progress=0,
             finished_at="",
             retries=0,
@@ -456,6 +480,15 @@ class JobStore:
 
     def release(self, job_id: str, lease_until: float) -> None:
         self._release(keys=[SCHEDULED_SET], args=[job_id, repr(lease_until)])
+
+    def promote(self, job_id: str, lease_until: float, message: tuple[str, str]) -> bool:
+        """Push the message of a job claimed until ``lease_until`` and take it off the
+        schedule, atomically; False (and nothing pushed) when the claim is no longer the
+        current one or the job no longer waits to run (cancelled, say; then it just leaves
+        the schedule)."""
+        list_key, entry = message
+        keys = [SCHEDULED_SET, job_key(job_id), list_key]
+        return bool(self._promote(keys=keys, args=[job_id, repr(lease_until), entry]))
 
     # -- dead letters and statistics --------------------------------------------------
     def dead(self, limit: int = 100) -> list[Job]:

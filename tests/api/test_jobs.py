@@ -258,15 +258,12 @@ def test_events_resume_replays_what_was_missed(api, start_worker, store):
     assert states[0] == "running" and states[-1] == "succeeded"
 
 
-def test_job_whose_publisher_died_before_publishing_still_runs(api, start_worker, store, rclient):
-    # What replay_dead() leaves behind if its process dies between requeueing the record
-    # and the publish (its grace period shortened from 30 s to 0.5 s): a queued record
-    # and a safety-net schedule. (submit() has no such moment any more: record and
-    # message are written by one atomic script.)
+def test_a_scheduled_job_is_published_by_the_apis_promoter(api, start_worker, store, rclient):
+    # A queued record whose message waits in the schedule (a delayed job, due in 0.5 s):
+    # the API's promoter publishes it, with no worker or client doing anything more.
     job, _ = store.create("debug.noop", {}, "default", due=time.time() + 0.5)
     assert queue_lengths(rclient)["default"] == 0
     start_worker()
-    # The API's promoter publishes it once the grace period is over.
     assert wait_state(store, job.id, "succeeded", timeout=15).attempts == 1
 
 
