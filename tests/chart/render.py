@@ -38,7 +38,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "one-queue": {"worker": {"queues": ["critical"], "concurrency": 4}},
     "persistence-off": {"redis": {"persistence": {"enabled": False}}},
     "everything-on": {
-        "api": {"ingress": {"enabled": True, "className": "nginx", "tls": []}},
+        "api": {
+            "ingress": {"enabled": True, "className": "nginx", "tls": []},
+            "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "kps"}},
+        },
         "networkPolicy": {"enabled": True},
         "storage": {"existingClaim": "shared-nfs", "accessModes": ["ReadWriteMany"]},
         "redis": {"auth": {"existingSecret": "my-redis", "existingSecretPasswordKey": "pw"}},

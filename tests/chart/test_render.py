@@ -1,4 +1,5 @@
-"""The chart lints clean and every object it renders is valid for Kubernetes and KEDA."""
+"""The chart lints clean and every object it renders is valid for Kubernetes, KEDA and the
+prometheus-operator (its ServiceMonitor)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import helm_python
 import kubernetes_validate
 import pytest
 from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
+from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
 
 from tests.chart.render import CHART, VALUE_SETS, render
 
 # The oldest Kubernetes minor we support (KEDA 2.16's floor) and the newest schema we have.
 KUBERNETES_VERSIONS = ["1.29.0", "1.37.0"]
 KEDA_MODELS = {"ScaledObject": ScaledObject, "TriggerAuthentication": TriggerAuthentication}
+# Custom resources: the Kubernetes schemas do not know them; their operators' models do.
+CRD_MODELS: dict[str, Any] = {**KEDA_MODELS, "ServiceMonitor": ServiceMonitor}
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)
@@ -29,7 +33,7 @@ def test_every_object_validates_against_the_kubernetes_schema(name, version):
     rendered = render(VALUE_SETS[name])
     checked = 0
     for obj in rendered.objects:
-        if obj["kind"] in KEDA_MODELS:
+        if obj["kind"] in CRD_MODELS:
             continue
         # strict: an unknown or misspelt field is an error, not silently dropped.
         kubernetes_validate.validate(obj, version, strict=True)
@@ -47,6 +51,21 @@ def test_keda_objects_validate_against_the_keda_models(name):
         model = KEDA_MODELS[obj["kind"]].model_validate(obj)
         # The models ignore unknown fields; a round trip shows any KEDA would not know.
         assert _dump(model) == obj
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_service_monitor_validates_against_the_prometheus_operator_models(name):
+    rendered = render(VALUE_SETS[name])
+    monitors = rendered.of_kind("ServiceMonitor")
+    assert len(monitors) == int(rendered.values["api"]["serviceMonitor"]["enabled"])
+    for obj in monitors:
+        assert _dump(ServiceMonitor.model_validate(obj)) == obj
+
+
+def test_service_monitor_check_notices_an_unknown_field():
+    obj = render(VALUE_SETS["everything-on"]).get("ServiceMonitor", "bgw-bgworker-api")
+    obj["spec"]["endpoints"][0]["scrapeInterval"] = "30s"  # the field is "interval"
+    assert _dump(ServiceMonitor.model_validate(obj)) != obj
 
 
 def _dump(model: Any) -> dict[str, Any]:

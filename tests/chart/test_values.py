@@ -90,6 +90,7 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"storage": {"size": "ten gigs"}}, "/storage/size"),
     ({"externalRedis": {"url": "redis://:hunter2@redis:6379/0"}}, "/externalRedis/url"),
     ({"api": {"service": {"type": "Loadbalancer"}}}, "/api/service/type"),
+    ({"api": {"serviceMonitor": {"interval": "30 seconds"}}}, "/api/serviceMonitor/interval"),
 ]
 
 

@@ -214,6 +214,27 @@ def test_selectors_match_their_pods(chart):
                 assert chart.has("Service", path["backend"]["service"]["name"])
 
 
+def test_service_monitor_scrapes_the_api_metrics_route(chart):
+    from api.routes.ops import routes
+
+    for monitor in chart.of_kind("ServiceMonitor"):
+        spec = monitor["spec"]
+        assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+        services = {
+            s["metadata"]["name"]: s["metadata"]["labels"] for s in chart.of_kind("Service")
+        }
+        # The API Service and no other (Redis has no /metrics).
+        assert selected(services, spec["selector"]["matchLabels"]) == [API]
+        (endpoint,) = spec["endpoints"]
+        api_ports = {p["name"] for p in chart.get("Service", API)["spec"]["ports"]}
+        assert endpoint["port"] in api_ports
+        assert endpoint["path"] in {route.path for route in routes}
+        assert (
+            monitor["metadata"]["labels"].items()
+            >= chart.values["api"]["serviceMonitor"]["labels"].items()
+        )
+
+
 def test_network_policy_admits_api_workers_and_keda_only(chart):
     policies = chart.of_kind("NetworkPolicy")
     if not (chart.values["networkPolicy"]["enabled"] and chart.values["redis"]["enabled"]):
