@@ -128,13 +128,15 @@ def test_every_helm_set_names_a_real_value():
                 path, _, raw = argv[i + 1].partition("=")
                 node = values
                 for part in path.split("."):
+                    if node == {}:
+                        break  # a free-form map (labels, annotations): any key is content
                     assert isinstance(node, dict) and part in node, f"no value {path}"
                     node = node[part]
                 target = overrides
                 *parents, leaf = path.split(".")
                 for part in parents:
                     target = target.setdefault(part, {})
-                target[leaf] = int(raw) if raw.isdigit() else raw
+                target[leaf] = _helm_scalar(raw)
                 sets += 1
         render(overrides, name=RELEASE, namespace=NAMESPACE)  # schema and templates accept it
     assert sets >= 4
@@ -155,3 +157,10 @@ def test_names_in_the_doc_tables_exist(chart):
     names = set(re.findall(r"`(bgw-bgworker[\w-]*)`", DOC.read_text()))
     all_names = {o["metadata"]["name"] for o in chart.objects}
     assert names <= all_names, names - all_names
+
+
+def _helm_scalar(raw: str) -> Any:
+    """A --set value as Helm types it: integers and booleans, else a string."""
+    if raw.isdigit():
+        return int(raw)
+    return {"true": True, "false": False}.get(raw, raw)
