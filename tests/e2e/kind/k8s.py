@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from tests.e2e.api_client import Api
+from worker.redis_server import free_port
 
 if TYPE_CHECKING:
     from kubernetes import client as kube
@@ -536,12 +537,6 @@ class ReplicaRecorder:
 
 
 # --- reaching the API ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PortForward:
