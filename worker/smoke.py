@@ -27,7 +27,7 @@ def run(base_url: str, timeout: float = 120.0, log: Any = print) -> str:
     accepted = _request(
         "POST",
         f"{base}/v1/images?priority=critical",
-        _photo(),
+        photo(),
         {"Content-Type": "image/jpeg"},
         expect=202,
     )
@@ -56,11 +56,13 @@ def run(base_url: str, timeout: float = 120.0, log: Any = print) -> str:
     return str(job["id"])
 
 
-def _photo() -> bytes:
+def photo(width: int = 640, height: int = 480) -> bytes:
+    """A JPEG with some structure in it (a gradient and a disc), generated, not shipped."""
     from PIL import Image, ImageDraw
 
-    image = Image.linear_gradient("L").resize((640, 480)).convert("RGB")
-    ImageDraw.Draw(image).ellipse((160, 120, 480, 360), fill=(200, 60, 40))
+    image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    box = (width // 4, height // 4, 3 * width // 4, 3 * height // 4)
+    ImageDraw.Draw(image).ellipse(box, fill=(200, 60, 40))
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85)
     return out.getvalue()

@@ -3,18 +3,19 @@
 The container suite points it at an API container on loopback, the kind suite at a
 ``kubectl port-forward``. It knows nothing of Docker or Kubernetes, and nothing of
 bgworker's internals: only the documented routes (``/v1/jobs``, ``/v1/images``, the SSE
-stream, ``/metrics``).
+stream, ``/metrics``), and the photo ``bgworker smoke`` uploads.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Iterable
 from typing import Any
 
 import httpx
+
+from worker import smoke
 
 FAILED_STATES = frozenset({"failed", "dead", "cancelled"})
 
@@ -147,15 +148,8 @@ class Api:
 
 
 def photo(width: int = 1600, height: int = 1200) -> bytes:
-    """A JPEG with structure in it (gradients and a disc), made here rather than shipped."""
-    from PIL import Image, ImageDraw
-
-    image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=(200, 60, 40))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=85)
-    return out.getvalue()
+    """A JPEG with structure in it: the one ``bgworker smoke`` uploads, larger."""
+    return smoke.photo(width, height)
 
 
 def is_webp(data: bytes) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.e2e.docker_images import run
+from tests.e2e.commands import run
 from worker.redis_server import free_port
 
 LABEL = "org.bgworker.e2e"

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.e2e.commands import run
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "images" / "Dockerfile"
 DEFAULT_BASE = "python:3.12-slim"
@@ -58,17 +60,6 @@ class Engine:
             except subprocess.TimeoutExpired:
                 self.daemon.kill()
                 self.daemon.wait(10)
-
-
-def run(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command; on failure raise with its output (not just an exit status)."""
-    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}"
-            f"\n{result.stderr[-3000:]}"
-        )
-    return result
 
 
 def is_root() -> bool:

@@ -20,8 +20,9 @@ import pytest
 from PIL import Image
 
 from tests.e2e.api_client import Api, is_webp, photo
+from tests.e2e.commands import run
 from tests.e2e.containers import REDIS_PASSWORD, Container, Stack, quoted_password
-from tests.e2e.docker_images import image_size, run
+from tests.e2e.docker_images import image_size
 from tests.helpers import wait_for
 
 # The first test also pays for the session fixtures: installing and starting Docker, a

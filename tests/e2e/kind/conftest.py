@@ -26,7 +26,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 
 import pytest
 
-from tests.e2e.docker_images import build_images
+from tests.e2e.docker_images import build_images, image_exists
 from tests.e2e.kind import k8s
 from tests.e2e.kind.k8s import Cluster, ForwardedApi, PortForward
 
@@ -183,7 +183,7 @@ def kind_images(kind_cluster: Cluster) -> dict[str, str]:
     # it is loaded too, which spares the pull and lets a machine with a warm cache run.
     redis = k8s.suite_values()["redis"]["image"]
     redis_ref = f"{redis['repository']}:{redis['tag']}"
-    if k8s.docker_has_image(redis_ref):
+    if image_exists(redis_ref):
         k8s.load_image(kind_cluster.name, redis_ref)
     return images
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from tests.e2e.api_client import Api
+from tests.e2e.commands import run
 from worker.redis_server import free_port
 
 if TYPE_CHECKING:
@@ -60,65 +61,6 @@ KEDA_REPO = "https://kedacore.github.io/charts"
 # events (kedacore/charts#883), so `kubectl describe scaledobject` shows no events.
 KEDA_VERSION = "2.20.2"
 KEDA_NAMESPACE = "keda"
-
-
-class CommandFailed(AssertionError):
-    """A tool exited non-zero or ran out of time; the message has its output."""
-
-
-def _text(data: str | bytes | None) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
-
-
-def _tail(label: str, data: str | bytes | None, lines: int = 60) -> str:
-    text = _text(data).rstrip()
-    if not text:
-        return ""
-    kept = text.splitlines()[-lines:]
-    return f"\n--- {label} (last {len(kept)} lines) ---\n" + "\n".join(kept)
-
-
-def run(
-    args: Sequence[str],
-    *,
-    timeout: float,
-    env: Mapping[str, str] | None = None,
-    check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """Run a tool to completion; on failure raise with the command line and its output.
-
-    The command and its duration go to stderr, which pytest shows next to a failure.
-    """
-    shown = " ".join(args)
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(
-            list(args),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=None if env is None else dict(env),
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise CommandFailed(
-            f"`{shown}` did not finish within {timeout:.0f} s"
-            + _tail("stdout", exc.stdout)
-            + _tail("stderr", exc.stderr)
-        ) from None
-    print(
-        f"$ {shown}  [exit {proc.returncode}, {time.monotonic() - started:.1f} s]", file=sys.stderr
-    )
-    if check and proc.returncode != 0:
-        raise CommandFailed(
-            f"`{shown}` exited {proc.returncode}"
-            + _tail("stdout", proc.stdout)
-            + _tail("stderr", proc.stderr)
-        )
-    return proc
 
 
 def wait_until(
@@ -216,7 +158,7 @@ def release_args(images: Mapping[str, str]) -> list[str]:
 
 def kind_clusters() -> list[str]:
     # "No kind clusters found." goes to stderr; stdout is one name per line.
-    return run(["kind", "get", "clusters"], timeout=60).stdout.split()
+    return run("kind", "get", "clusters", timeout=60).stdout.split()
 
 
 def create_cluster(name: str, kubeconfig: Path, node_image: str | None) -> None:
@@ -224,12 +166,12 @@ def create_cluster(name: str, kubeconfig: Path, node_image: str | None) -> None:
     args += ["--kubeconfig", str(kubeconfig), "--wait", "180s"]
     if node_image:
         args += ["--image", node_image]
-    run(args, timeout=600, env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+    run(*args, timeout=600, env={**os.environ, "KUBECONFIG": str(kubeconfig)})
 
 
 def write_kubeconfig(name: str, kubeconfig: Path) -> None:
     """``kind get kubeconfig`` only prints it: no kubeconfig file of the user is touched."""
-    text = run(["kind", "get", "kubeconfig", "--name", name], timeout=60).stdout
+    text = run("kind", "get", "kubeconfig", "--name", name, timeout=60).stdout
     kubeconfig.write_text(text)
     kubeconfig.chmod(0o600)
 
@@ -237,7 +179,7 @@ def write_kubeconfig(name: str, kubeconfig: Path) -> None:
 def delete_cluster(name: str, kubeconfig: Path) -> None:
     # --kubeconfig: kind removes the cluster's context from that file, not from ~/.kube/config.
     run(
-        ["kind", "delete", "cluster", "--name", name, "--kubeconfig", str(kubeconfig)],
+        *["kind", "delete", "cluster", "--name", name, "--kubeconfig", str(kubeconfig)],
         timeout=300,
         env={**os.environ, "KUBECONFIG": str(kubeconfig)},
         check=False,
@@ -245,11 +187,7 @@ def delete_cluster(name: str, kubeconfig: Path) -> None:
 
 
 def load_image(cluster: str, image: str) -> None:
-    run(["kind", "load", "docker-image", "--name", cluster, image], timeout=900)
-
-
-def docker_has_image(image: str) -> bool:
-    return run(["docker", "image", "inspect", image], timeout=60, check=False).returncode == 0
+    run("kind", "load", "docker-image", "--name", cluster, image, timeout=900)
 
 
 # --- the cluster -------------------------------------------------------------------------
@@ -269,11 +207,11 @@ class Cluster:
 
     def kubectl(self, *args: str, timeout: float = 120, check: bool = True) -> str:
         cmd = ["kubectl", "--kubeconfig", str(self.kubeconfig), *args]
-        return run(cmd, timeout=timeout, env=self.env, check=check).stdout
+        return run(*cmd, timeout=timeout, env=self.env, check=check).stdout
 
     def helm(self, *args: str, timeout: float = 420, check: bool = True) -> str:
         cmd = ["helm", *args, "--kubeconfig", str(self.kubeconfig)]
-        return run(cmd, timeout=timeout, env=self.env, check=check).stdout
+        return run(*cmd, timeout=timeout, env=self.env, check=check).stdout
 
     # The Python client, built from this cluster's kubeconfig only (no global config).
 
@@ -418,7 +356,7 @@ class Cluster:
         for title, args in commands:
             try:
                 proc = run(
-                    ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+                    *["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
                     timeout=60,
                     env=self.env,
                     check=False,
