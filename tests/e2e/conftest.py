@@ -1,8 +1,10 @@
 """Session fixtures of the container suite: a Docker engine and bgworker's two images.
 
 Both are made once per test session (the images build in about two minutes on a fresh
-machine, in seconds from Docker's layer cache). A machine that cannot have Docker skips
-the suite with the reason; the images' sizes and build times end up in pytest's summary.
+machine, in seconds from Docker's layer cache). As root the engine is installed and
+started when missing (tests/e2e/docker_images.py); a machine that still cannot have
+Docker skips the suite with the reason, which fails the run under ``CI=true``
+(tests/conftest.py). The images' sizes and build times end up in pytest's summary.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,8 @@ BASE_RECIPE = "2"
 class Unavailable(Exception):
     """Docker (or what a local base needs) is missing and cannot be provided here.
 
-    The message says what is missing and what to do; the suites skip with it.
+    The message says what is missing and what to do; the suites skip with it (a skip
+    that tests/conftest.py turns into a failure under ``CI=true``).
     """
 
 
@@ -68,10 +70,16 @@ def is_root() -> bool:
 
 def apt_install(*packages: str) -> None:
     """Install Debian packages (root only), or raise :class:`Unavailable` saying which."""
-    if not is_root() or shutil.which("apt-get") is None:
+    names = " ".join(packages)
+    if not is_root():
         raise Unavailable(
-            f"{', '.join(packages)} missing; install them (Debian: apt-get install "
-            f"{' '.join(packages)}) or run the tests as root to let them install it"
+            f"{names} is not installed and only root may install it: install it "
+            f"(Debian: sudo apt-get install {names}) or run the tests as root, which installs it"
+        )
+    if shutil.which("apt-get") is None:
+        raise Unavailable(
+            f"{names} is not installed and this machine has no apt-get to install it with: "
+            "install it with this system's package manager"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for args in (
@@ -83,34 +91,119 @@ def apt_install(*packages: str) -> None:
             raise Unavailable(f"{' '.join(args)} failed: {result.stderr[-1000:]}")
 
 
-def _engine_answers() -> bool:
-    result = subprocess.run(["docker", "info"], capture_output=True, timeout=30)
-    return result.returncode == 0
-
-
-def ensure_engine(log_dir: Path) -> Engine:
-    """A running Docker engine: installed (Debian's docker.io) and started if we are root."""
-    if shutil.which("docker") is None:
-        apt_install("docker.io")
-    if _engine_answers():
-        return Engine()
-    if not is_root() or shutil.which("dockerd") is None:
-        raise Unavailable(
-            "the Docker engine is not running (`docker info` fails) and this user cannot "
-            "start it: start it (systemctl start docker, or dockerd as root) and re-run"
+def docker_info_error() -> str | None:
+    """None when ``docker info`` answers; otherwise what went wrong, in docker's words."""
+    try:
+        result = subprocess.run(
+            ["docker", "info"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
         )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if result.returncode == 0:
+        return None
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else f"exit status {result.returncode}"
+
+
+def start_dockerd(log_dir: Path) -> Engine:
+    """Start ``dockerd`` (root) and wait until ``docker info`` answers; ours to stop."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = (log_dir / "dockerd.log").open("ab")
-    # Its own session: Ctrl-C on the tests must not take the daemon down mid-build.
-    daemon = subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
+    log_path = log_dir / "dockerd.log"
+    with log_path.open("ab") as log:
+        # Its own session: Ctrl-C on the tests must not take the daemon down mid-build.
+        daemon = subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + 60
-    while not _engine_answers():
+    while docker_info_error() is not None:
         if daemon.poll() is not None or time.monotonic() > deadline:
             daemon.kill()
-            tail = (log_dir / "dockerd.log").read_text(errors="replace")[-2000:]
-            raise Unavailable(f"dockerd did not start (log {log_dir / 'dockerd.log'}):\n{tail}")
+            daemon.wait(10)
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise Unavailable(f"dockerd did not start (its log: {log_path}):\n{tail}")
         time.sleep(0.5)
     return Engine(daemon)
+
+
+# Debian's package of the Docker engine: dockerd, its containerd and runc, and a client.
+ENGINE_PACKAGE = "docker.io"
+
+
+def ensure_engine(
+    log_dir: Path,
+    *,
+    which: Callable[[str], str | None] = shutil.which,
+    root: Callable[[], bool] = is_root,
+    install: Callable[[str], None] = apt_install,
+    info_error: Callable[[], str | None] = docker_info_error,
+    start: Callable[[Path], Engine] = start_dockerd,
+) -> Engine:
+    """A Docker engine that answers ``docker info``, made so when we are root.
+
+    An engine already answering is used as it is. Otherwise, as root: Debian's docker.io
+    is installed when the client or the engine (``dockerd``) is missing (a machine may
+    have only a client, as this project's do), then ``dockerd`` is started, and stopped
+    again by :meth:`Engine.stop`. Not as root: :class:`Unavailable` says which of the
+    three (client, engine, access to a running engine) is missing and how to get it.
+    The callables are the machine, passed in by the tests of this decision.
+    """
+    client = which("docker")
+    if client is not None:
+        error = info_error()
+        if error is None:
+            return Engine()
+    else:
+        error = None
+    daemon = which("dockerd")
+    if not root():
+        raise Unavailable(_not_root_reason(client, daemon, error))
+    if client is None or daemon is None:
+        install(ENGINE_PACKAGE)
+        client, daemon = which("docker"), which("dockerd")
+        if client is None or daemon is None:
+            missing = "docker" if client is None else "dockerd"
+            raise Unavailable(
+                f"apt-get installed {ENGINE_PACKAGE}, yet {missing} is not on PATH "
+                f"({os.environ.get('PATH', '')}): add the directory dpkg -L {ENGINE_PACKAGE} "
+                "puts it in to PATH and re-run"
+            )
+        # A package whose maintainer script started the service (no policy-rc.d here):
+        # that engine is the system's now, not ours to stop.
+        if info_error() is None:
+            return Engine()
+    return start(log_dir)
+
+
+def _not_root_reason(client: str | None, daemon: str | None, error: str | None) -> str:
+    """Why a user who is not root has no Docker engine, and what to do about it."""
+    install = f"sudo apt-get install {ENGINE_PACKAGE}"
+    as_root = ", or run the tests as root, which installs and starts it"
+    if client is None and daemon is None:
+        return f"Docker is not installed (no docker, no dockerd on PATH): {install}{as_root}"
+    if daemon is None:
+        return (
+            f"only the Docker client is installed ({client}; `docker info`: {error}); "
+            f"the engine, dockerd, is not on PATH: {install} and start it "
+            f"(sudo systemctl start docker){as_root}"
+        )
+    if client is None:
+        return (
+            f"dockerd is installed ({daemon}) but the docker client is not on PATH: "
+            f"{install} (it has both){as_root}"
+        )
+    if error is not None and "permission denied" in error.lower():
+        return (
+            f"a Docker engine runs but this user may not use its socket (`docker info`: "
+            f"{error}): add the user to the docker group (sudo usermod -aG docker $USER, "
+            "then log in again) or run the tests as root"
+        )
+    return (
+        f"the Docker engine ({daemon}) is installed but does not answer (`docker info`: "
+        f"{error}): start it (sudo systemctl start docker, or sudo dockerd), or run the "
+        "tests as root, which starts it"
+    )
 
 
 def image_exists(ref: str) -> bool:

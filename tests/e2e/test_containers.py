@@ -5,8 +5,8 @@ PID 1, so ``docker stop`` (SIGTERM, as the kubelet sends it) is a warm shutdown 
 finishes the job in hand and exits 0; a ``docker kill`` loses nothing; the processes run
 as uid 10001 on a read-only root; an upload crosses the shared volume and comes back as
 WebP; the runtime images hold no compiler. Needs Docker (installed and started when the
-tests run as root); skipped with the reason otherwise. About a minute once the images are
-built.
+tests run as root); skipped with the reason otherwise, a failure under ``CI=true``. About
+a minute once the images are built.
 """
 
 from __future__ import annotations
