@@ -91,6 +91,8 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"externalRedis": {"url": "redis://:hunter2@redis:6379/0"}}, "/externalRedis/url"),
     ({"api": {"service": {"type": "Loadbalancer"}}}, "/api/service/type"),
     ({"api": {"serviceMonitor": {"interval": "30 seconds"}}}, "/api/serviceMonitor/interval"),
+    ({"fullnameOverride": "My_Jobs"}, "/fullnameOverride"),
+    ({"nameOverride": "n" * 64}, "/nameOverride"),
 ]
 
 

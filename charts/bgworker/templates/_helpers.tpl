@@ -3,32 +3,71 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* "<release>-<chart>" (or the release name when it already contains the chart name). */}}
+{{/* "<release>-<chart>" (or the release name when it already contains the chart name), made
+a DNS-1035 label because every Service name is built on it: Helm accepts release names with
+dots and with a leading digit ("a.b", "1"), Kubernetes refuses Service names with either. So
+dots become dashes and a release name starting with a digit goes after the chart name
+("bgworker-1"). Names that were valid before come out unchanged. */}}
 {{- define "bgworker.fullname" -}}
-{{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
-{{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- $full := "" }}
+{{- if .Values.fullnameOverride }}
+{{- $full = .Values.fullnameOverride }}
+{{- else if contains $name .Release.Name }}
+{{- $full = .Release.Name }}
+{{- else if regexMatch "^[0-9]" .Release.Name }}
+{{- $full = printf "%s-%s" $name .Release.Name }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- $full = printf "%s-%s" .Release.Name $name }}
 {{- end }}
+{{- $full = replace "." "-" $full }}
+{{- if regexMatch "^[0-9]" $full }}
+{{- $full = printf "%s-%s" $name $full }}
+{{- end }}
+{{- $full | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "<fullname>-<suffix>" no longer than max: (dict "ctx" $ "suffix" "redis" "max" 52).
+A name that does not fit keeps its suffix whole, cut the fullname, and gets 8 characters of
+the fullname's sha256 in between: the suffix keeps the parts of one release apart, the hash
+two long release names that share their first characters. Names that fit are unchanged. */}}
+{{- define "bgworker.componentName" -}}
+{{- $full := include "bgworker.fullname" .ctx }}
+{{- $name := printf "%s-%s" $full .suffix }}
+{{- if le (len $name) (int .max) }}
+{{- $name }}
+{{- else }}
+{{- $keep := sub (int .max) (add (len .suffix) 10) }}
+{{- printf "%s-%s-%s" (regexReplaceAll "-+$" (trunc (int $keep) $full) "") (sha256sum $full | trunc 8) .suffix }}
 {{- end }}
 {{- end }}
 
-{{/* Names of the parts; every template and NOTES.txt go through these. */}}
+{{/* Names of the parts; every template and NOTES.txt go through these. Each limit comes from
+what Kubernetes or KEDA derive from the name:
+- Services are DNS-1035 labels: 63 characters.
+- The StatefulSet controller labels its pods controller-revision-hash=<name>-<hash>, the hash
+  up to 10 characters (k8s pkg/controller/history ControllerRevisionName; a label value has at
+  most 63): 52, or the pod is never created.
+- KEDA's admission webhook refuses a ScaledObject whose HPA name "keda-hpa-<name>" exceeds 63
+  (kedacore/keda apis/keda/v1alpha1/scaledobject_webhook.go verifyName): 54 for the worker,
+  whose Deployment, ScaledObject and TriggerAuthentication share the name. */}}
 {{- define "bgworker.api.fullname" -}}
-{{- printf "%s-api" (include "bgworker.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- include "bgworker.componentName" (dict "ctx" . "suffix" "api" "max" 63) }}
 {{- end }}
 {{- define "bgworker.worker.fullname" -}}
-{{- printf "%s-worker" (include "bgworker.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- include "bgworker.componentName" (dict "ctx" . "suffix" "worker" "max" 54) }}
 {{- end }}
 {{- define "bgworker.redis.fullname" -}}
-{{- printf "%s-redis" (include "bgworker.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- include "bgworker.componentName" (dict "ctx" . "suffix" "redis" "max" 52) }}
+{{- end }}
+{{- define "bgworker.redis.headlessName" -}}
+{{- include "bgworker.componentName" (dict "ctx" . "suffix" "redis-headless" "max" 63) }}
+{{- end }}
+{{- define "bgworker.smoke.fullname" -}}
+{{- include "bgworker.componentName" (dict "ctx" . "suffix" "smoke" "max" 63) }}
 {{- end }}
 {{- define "bgworker.storage.claimName" -}}
-{{- default (printf "%s-storage" (include "bgworker.fullname" .)) .Values.storage.existingClaim }}
+{{- default (include "bgworker.componentName" (dict "ctx" . "suffix" "storage" "max" 63)) .Values.storage.existingClaim }}
 {{- end }}
 
 {{- define "bgworker.chart" -}}
@@ -46,8 +85,8 @@ app.kubernetes.io/part-of: bgworker
 
 {{/* Selector labels: stable across upgrades (no chart version in them). */}}
 {{- define "bgworker.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "bgworker.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "bgworker.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end }}
 
 {{/* Labels and selector labels of one component: (dict "ctx" $ "component" "api"). */}}
