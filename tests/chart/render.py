@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -51,6 +53,67 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "worker": {"shutdownTimeout": 600, "terminationGraceMarginSeconds": 30},
     },
+    # Several nodes: the storage is ReadWriteMany, the pods spread, the API has its PDB.
+    "rwx-storage-spread": {
+        "storage": {"accessModes": ["ReadWriteMany"], "storageClassName": "nfs"},
+        "api": {
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "DoNotSchedule",
+                }
+            ],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "pool", "operator": "In", "values": ["web"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+        },
+        "worker": {
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 2,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                }
+            ]
+        },
+    },
+    # A private registry: every image from one mirror, pinned by digest, pulled with a secret;
+    # priority classes, extra volumes and pod annotations on every component.
+    "private-registry": {
+        "global": {"imageRegistry": "registry.example.com/mirror"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "api": {
+            "image": {"digest": "sha256:" + "a" * 64},
+            "priorityClassName": "web",
+            "podAnnotations": {"example.com/team": "media"},
+            "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+            "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+        },
+        "worker": {
+            "image": {"digest": "sha256:" + "b" * 64},
+            "priorityClassName": "batch",
+            "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+            "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+        },
+        "redis": {
+            "image": {"digest": "sha256:" + "c" * 64},
+            "priorityClassName": "critical",
+            "podAnnotations": {"backup.example.com/skip": "true"},
+            "extraVolumes": [{"name": "conf", "emptyDir": {}}],
+            "extraVolumeMounts": [{"name": "conf", "mountPath": "/conf"}],
+        },
+    },
 }
 
 
@@ -89,9 +152,13 @@ class Rendered:
 
 
 def render(
-    values: dict[str, Any] | None = None, *, name: str = RELEASE, namespace: str = NAMESPACE
+    values: dict[str, Any] | None = None,
+    *,
+    name: str = RELEASE,
+    namespace: str = NAMESPACE,
+    chart: Path = CHART,
 ) -> Rendered:
-    manifests = Chart.load(CHART).render(values or {}, name=name, namespace=namespace)
+    manifests = Chart.load(chart).render(values or {}, name=name, namespace=namespace)
     objects: list[dict[str, Any]] = []
     notes = ""
     for path, text in sorted(manifests.items()):
@@ -99,5 +166,20 @@ def render(
             notes = text
             continue
         objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    merged = Chart.load(CHART).merge_values(values or {})
+    merged = Chart.load(chart).merge_values(values or {})
     return Rendered(objects, notes, merged)
+
+
+def chart_copy(destination: Path, replace: dict[str, tuple[str, str]] | None = None) -> Path:
+    """A copy of the chart under ``destination``, with ``replace`` applied: {template path:
+    (old, new)}, each ``old`` found exactly once (so a test cannot pass on a stale edit).
+    For what a render cannot reach otherwise: a cluster's answer to ``lookup``, or a render
+    without values.schema.json (``helm install --skip-schema-validation``)."""
+    copy = destination / "bgworker"
+    shutil.copytree(CHART, copy)
+    for path, (old, new) in (replace or {}).items():
+        file = copy / path
+        text = file.read_text()
+        assert text.count(old) == 1, f"{path}: {old!r} occurs {text.count(old)} times"
+        file.write_text(text.replace(old, new))
+    return copy

@@ -92,7 +92,11 @@ def name_problems(rendered: Rendered) -> list[str]:
         for where, labels in labels_of(obj):
             for key, value in labels.items():
                 # A label value is a string: YAML would read a release named "7" as a number.
-                if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.fullmatch(value):
+                if (
+                    not isinstance(value, str)
+                    or len(value) > 63
+                    or not LABEL_VALUE.fullmatch(value)
+                ):
                     problems.append(f"{where}: label {key}={value!r}")
     return problems
 

@@ -93,6 +93,17 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"api": {"serviceMonitor": {"interval": "30 seconds"}}}, "/api/serviceMonitor/interval"),
     ({"fullnameOverride": "My_Jobs"}, "/fullnameOverride"),
     ({"nameOverride": "n" * 64}, "/nameOverride"),
+    ({"enableServiceLinks": "false"}, "/enableServiceLinks"),
+    ({"api": {"image": {"digest": "3f4e"}}}, "/api/image/digest"),
+    ({"redis": {"image": {"digest": "sha256:XYZ"}}}, "/redis/image/digest"),
+    ({"global": {"imageRegistry": "https://registry.example.com"}}, "/global/imageRegistry"),
+    ({"worker": {"extraVolumeMounts": [{"name": "ca"}]}}, "/worker/extraVolumeMounts/0"),
+    (
+        {"redis": {"topologySpreadConstraints": [{"maxSkew": 1}]}},
+        "/redis/topologySpreadConstraints/0",
+    ),
+    ({"redis": {"podAnotations": {}}}, "podAnotations"),
+    ({"storage": {"accessModes": ["ReadWriteOnce", "ReadWriteOnce"]}}, "/storage/accessModes"),
 ]
 
 

@@ -14,6 +14,7 @@ from kombu.transport.redis import Channel
 from tests.chart.render import NAMESPACE, VALUE_SETS, Rendered, render
 from worker.celery_app import create_celery
 from worker.cli import _parser
+from worker.errors import SettingsError
 from worker.settings import Settings
 
 WORKER = "bgw-bgworker-worker"
@@ -32,9 +33,58 @@ def container(rendered: Rendered, kind: str, name: str) -> dict[str, Any]:
     return spec["containers"][0]  # type: ignore[no-any-return]
 
 
-def pod_env(rendered: Rendered, c: dict[str, Any]) -> dict[str, str]:
-    """The environment a container starts with: its ConfigMaps, then its own env."""
+def service_links(rendered: Rendered) -> dict[str, str]:
+    """The variables the kubelet adds for every Service of the namespace when a pod has
+    enableServiceLinks on (Kubernetes' default), here for the Services of this release: the
+    rule of k8s pkg/kubelet/envvars/envvars.go (FromServices, makeLinkVariables)."""
     env: dict[str, str] = {}
+    for svc in rendered.of_kind("Service"):
+        ip = svc["spec"].get("clusterIP", "10.96.0.10")
+        if ip == "None":  # headless: the kubelet skips Services without a cluster IP
+            continue
+        prefix = svc["metadata"]["name"].replace(".", "_").replace("-", "_").upper()
+        if prefix[0].isdigit():
+            prefix = "_" + prefix
+        ports = svc["spec"]["ports"]
+        env[f"{prefix}_SERVICE_HOST"] = ip
+        env[f"{prefix}_SERVICE_PORT"] = str(ports[0]["port"])
+        for p in ports:
+            if p.get("name"):
+                name = p["name"].replace(".", "_").replace("-", "_").upper()
+                env[f"{prefix}_SERVICE_PORT_{name}"] = str(p["port"])
+        for i, p in enumerate(ports):
+            proto = p.get("protocol", "TCP")
+            url = f"{proto.lower()}://{ip}:{p['port']}"
+            if i == 0:
+                env[f"{prefix}_PORT"] = url
+            port_prefix = f"{prefix}_PORT_{p['port']}_{proto.upper()}"
+            env[port_prefix] = url
+            env[f"{port_prefix}_PROTO"] = proto.lower()
+            env[f"{port_prefix}_PORT"] = str(p["port"])
+            env[f"{port_prefix}_ADDR"] = ip
+    return env
+
+
+# The master Service's variables, which the kubelet adds to every pod whatever
+# enableServiceLinks says (pkg/kubelet/kubelet_pods.go getServiceEnvVarMap).
+KUBERNETES_SERVICE = {
+    "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+    "KUBERNETES_SERVICE_PORT": "443",
+    "KUBERNETES_SERVICE_PORT_HTTPS": "443",
+    "KUBERNETES_PORT": "tcp://10.96.0.1:443",
+}
+
+
+def pod_env(
+    rendered: Rendered, c: dict[str, Any], pod: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """The environment a container starts with: the service links the kubelet adds (unless
+    the pod turns them off), its ConfigMaps, then its own env."""
+    env: dict[str, str] = dict(KUBERNETES_SERVICE)
+    if pod is None:
+        pod = next(spec for _, _, spec in rendered.pod_specs() if c in spec["containers"])
+    if pod.get("enableServiceLinks", True):
+        env.update(service_links(rendered))
     for source in c.get("envFrom", []):
         env.update(rendered.get("ConfigMap", source["configMapRef"]["name"])["data"])
     for var in c.get("env", []):
@@ -77,6 +127,70 @@ def test_pods_get_valid_bgworker_settings(chart):
         settings = Settings.from_env(env)  # raises on an unknown or malformed variable
         host, port = redis_service_address(chart)
         assert f"{host}:{port}" in settings.redis_url
+
+
+# Releases whose Services are named bgworker-*: Kubernetes' service links for them are
+# BGWORKER_* variables, which the settings check refuses (issue 12).
+BGWORKER_RELEASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "release-bgworker": ("bgworker", {}),
+    "release-bgworker-prod": ("bgworker-prod", {}),
+    "fullnameOverride-bgworker": ("jobs", {"fullnameOverride": "bgworker"}),
+    "release-bgworker-everything-on": ("bgworker", VALUE_SETS["everything-on"]),
+    "release-bgworker-private-registry": ("bgworker", VALUE_SETS["private-registry"]),
+}
+
+
+def bgworker_pods(rendered: Rendered) -> list[tuple[str, dict[str, Any]]]:
+    """(name, pod spec) of every pod whose container runs bgworker (and so its settings
+    check): the API, the workers and the helm test pod; not Redis."""
+    pods = []
+    for name, _, spec in rendered.pod_specs():
+        if spec["containers"][0].get("command", ["bgworker"])[0] != "sh":
+            pods.append((name, spec))
+    assert len(pods) == 3, [n for n, _ in pods]
+    return pods
+
+
+@pytest.mark.parametrize(
+    ("release", "values"), BGWORKER_RELEASES.values(), ids=list(BGWORKER_RELEASES)
+)
+def test_service_links_of_a_bgworker_release_would_fail_the_settings_check(release, values):
+    """What the pods would get with Kubernetes' default enableServiceLinks: true."""
+    rendered = render(values, name=release)
+    links = service_links(rendered)
+    ours = sorted(k for k in links if k.startswith("BGWORKER_"))
+    # Two Services with a cluster IP (API, Redis), 8 variables each; the headless one has none.
+    assert len(ours) == (16 if rendered.values["redis"]["enabled"] else 8), ours
+    for name, spec in bgworker_pods(rendered):
+        env = pod_env(rendered, spec["containers"][0], {**spec, "enableServiceLinks": True})
+        with pytest.raises(SettingsError, match="unknown setting") as refused:
+            Settings.from_env(env)
+        assert ours[0] in str(refused.value), name
+
+
+@pytest.mark.parametrize(
+    ("release", "values"), BGWORKER_RELEASES.values(), ids=list(BGWORKER_RELEASES)
+)
+def test_pods_of_a_bgworker_release_start_with_valid_settings(release, values):
+    """Every pod turns service links off, so what it starts with passes the settings check:
+    `helm install bgworker` does not crash-loop."""
+    rendered = render(values, name=release)
+    for name, spec in bgworker_pods(rendered):
+        assert spec["enableServiceLinks"] is False, name
+        env = pod_env(rendered, spec["containers"][0], spec)
+        assert not [k for k in env if k.endswith("_SERVICE_HOST") and k.startswith("BGWORKER")]
+        Settings.from_env(env)  # raises on an unknown or malformed variable
+    # Redis too: no pod of the chart gets them.
+    assert all(spec["enableServiceLinks"] is False for _, _, spec in rendered.pod_specs())
+
+
+def test_service_links_can_be_turned_on_for_other_release_names():
+    rendered = render({"enableServiceLinks": True}, name="jobs")
+    for _, _, spec in rendered.pod_specs():
+        assert spec["enableServiceLinks"] is True
+    env = pod_env(rendered, container(rendered, "Deployment", "jobs-bgworker-api"))
+    assert "JOBS_BGWORKER_API_SERVICE_HOST" in env
+    Settings.from_env(env)
 
 
 def test_container_commands_are_real_bgworker_commands(chart):

@@ -107,8 +107,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* An image reference: (dict "image" .Values.api.image "ctx" $). global.imageRegistry goes in
+front of the repository; a digest pins the image and replaces the tag (repository@sha256:...). */}}
 {{- define "bgworker.image" -}}
-{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
+{{- $repository := .image.repository }}
+{{- with (.ctx.Values.global | default dict).imageRegistry }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}
+{{- end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (default .ctx.Chart.AppVersion .image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/* Redis: where it is, and which Secret holds its password (empty: no password). */}}
@@ -222,4 +232,79 @@ checksum/redis-secret: {{ include (print .Template.BasePath "/redis/secret.yaml"
 {{/* Grace period the kubelet gives a worker: the shutdown deadline plus Celery's teardown. */}}
 {{- define "bgworker.worker.terminationGracePeriodSeconds" -}}
 {{- add .Values.worker.shutdownTimeout .Values.worker.terminationGraceMarginSeconds }}
+{{- end }}
+
+{{/* Pod spec fields every pod of the chart shares: (dict "ctx" $ "values" .Values.api). */}}
+{{- define "bgworker.podCommon" -}}
+{{- /* Kubernetes injects <SERVICE>_PORT, <SERVICE>_SERVICE_HOST and friends for every Service
+in the namespace: for a release named "bgworker" those are BGWORKER_* names that bgworker's
+settings check refuses as unknown, and nothing here reads them. */}}
+enableServiceLinks: {{ .ctx.Values.enableServiceLinks }}
+{{- with .ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* "true" while the shared storage can be attached to one node only (ReadWriteOnce): then
+every pod that mounts it must run on that node. For storage.existingClaim the chart cannot
+see the claim, so storage.accessModes says what it has. */}}
+{{- define "bgworker.storage.sameNode" -}}
+{{- not (has "ReadWriteMany" .Values.storage.accessModes) }}
+{{- end }}
+
+{{/* The components whose pods mount the shared storage. */}}
+{{- define "bgworker.storage.components" -}}
+{{- list "api" "worker" | toJson }}
+{{- end }}
+
+{{/* Where a pod may run: (dict "ctx" $ "component" "api" "values" .Values.api).
+nodeSelector, tolerations and affinity as given; a pod that mounts ReadWriteOnce storage also
+gets a required podAffinity to the pods that mount it, so all of them share the node the
+volume is attached to (pods elsewhere would hang in ContainerCreating on Multi-Attach). The
+first of them is not left waiting for itself: the scheduler lets a pod through when no other
+pod matches its affinity term and it matches the term itself (kube-scheduler
+plugins/interpodaffinity satisfyPodAffinity), which covers the first install, KEDA waking
+workers from zero while the API is down, and a move to another node once every old pod is
+gone. An entry of topologySpreadConstraints without labelSelector gets the component's pod
+labels (without one it would count no pods). */}}
+{{- define "bgworker.podScheduling" -}}
+{{- $v := .values }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- $affinity := deepCopy ($v.affinity | default dict) }}
+{{- $mounts := has .component (include "bgworker.storage.components" . | fromJsonArray) }}
+{{- if and $mounts (eq (include "bgworker.storage.sameNode" .ctx) "true") }}
+{{- $podAffinity := get $affinity "podAffinity" | default dict }}
+{{- $terms := get $podAffinity "requiredDuringSchedulingIgnoredDuringExecution" | default list }}
+{{- $selector := dict "matchLabels" (include "bgworker.selectorLabels" .ctx | fromYaml) "matchExpressions" (list (dict "key" "app.kubernetes.io/component" "operator" "In" "values" (include "bgworker.storage.components" . | fromJsonArray))) }}
+{{- $term := dict "labelSelector" $selector "topologyKey" "kubernetes.io/hostname" }}
+{{- $_ := set $podAffinity "requiredDuringSchedulingIgnoredDuringExecution" (append $terms $term) }}
+{{- $_ := set $affinity "podAffinity" $podAffinity }}
+{{- end }}
+{{- with $affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.topologySpreadConstraints }}
+{{- $constraints := list }}
+{{- range . }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (include "bgworker.componentSelectorLabels" (dict "ctx" $.ctx "component" $.component) | fromYaml)) }}
+{{- end }}
+{{- $constraints = append $constraints $c }}
+{{- end }}
+topologySpreadConstraints:
+  {{- toYaml $constraints | nindent 2 }}
+{{- end }}
 {{- end }}
