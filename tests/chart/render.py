@@ -35,7 +35,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "autoscaling-off": {"autoscaling": {"enabled": False}, "worker": {"replicas": 3}},
     "keda-three-queues-no-in-flight": {
         "worker": {"queues": ["low", "critical", "default"]},
-        "autoscaling": {"countInFlight": False, "minReplicaCount": 1, "maxReplicaCount": 30},
+        "autoscaling": {
+            "countInFlight": False,
+            "minReplicaCount": 1,
+            "maxReplicaCount": 30,
+            "fallback": {"replicas": 3, "failureThreshold": 5},
+        },
     },
     "one-queue": {"worker": {"queues": ["critical"], "concurrency": 4}},
     "persistence-off": {"redis": {"persistence": {"enabled": False}}},
