@@ -142,7 +142,9 @@ class Timer:
 
 def is_up(paths: settings.Paths) -> bool:
     """Every component runs and the last ``up`` finished (it writes its timings last)."""
-    return (paths.root / "up-timings.json").is_file() and all(processes.running_pid(paths, name) is not None for name in COMPONENTS)
+    return (paths.root / "up-timings.json").is_file() and all(
+        processes.running_pid(paths, name) is not None for name in COMPONENTS
+    )
 
 
 def up(paths: settings.Paths) -> None:
