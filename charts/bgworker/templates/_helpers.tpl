@@ -210,8 +210,17 @@ front of the repository; a digest pins the image and replaces the tag (repositor
 {{- define "bgworker.checksums" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
 {{- if and .Values.redis.enabled (not .Values.redis.auth.existingSecret) }}
-checksum/redis-secret: {{ include (print .Template.BasePath "/redis/secret.yaml") . | sha256sum }}
+checksum/redis-secret: {{ include "bgworker.redis.secretChecksum" . }}
 {{- end }}
+{{- end }}
+
+{{/* What the pods' Redis password depends on: the generated Secret's name and key. Not the
+rendered Secret: at install each include of redis/secret.yaml draws a new random password,
+so the pods' checksum matched no Secret, the first `helm upgrade` (which reads the kept
+password back) computed another, and restarted Redis and every pod (seen on the real
+cluster, tests/e2e/kind). A generated password never changes: redis/secret.yaml keeps it. */}}
+{{- define "bgworker.redis.secretChecksum" -}}
+{{- list (include "bgworker.redis.fullname" .) .Values.redis.auth.existingSecretPasswordKey | toJson | sha256sum }}
 {{- end }}
 
 {{/* /tmp and the shared storage, mounted the same way in API and worker pods. */}}
@@ -306,5 +315,56 @@ affinity:
 {{- end }}
 topologySpreadConstraints:
   {{- toYaml $constraints | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* A quantity in bytes, to compare two spellings of one size: the API server hands back
+the canonical one ("8192Mi" comes back as "8Gi"). Anything else comes back as written. */}}
+{{- define "bgworker.quantityBytes" -}}
+{{- $q := toString . }}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- $number := regexFind "^[0-9]+([.][0-9]+)?" $q }}
+{{- $unit := trimPrefix $number $q }}
+{{- if and $number (hasKey $units $unit) }}
+{{- mulf (float64 $number) (get $units $unit) | printf "%.0f" }}
+{{- else }}
+{{- $q }}
+{{- end }}
+{{- end }}
+
+{{/* Refuse a change of redis.persistence.* that the upgrade could not apply: a StatefulSet's
+volumeClaimTemplates are immutable (the API server answers "Forbidden: updates to statefulset
+spec for fields other than ..." after Helm has applied the rest of the release).
+(dict "ctx" $ "existing" <the StatefulSet in the cluster>): the template passes lookup's
+answer, which is empty on a first install and wherever there is no cluster (helm template,
+--dry-run=client), so the check then has nothing to compare with and passes. */}}
+{{- define "bgworker.redis.checkPersistence" -}}
+{{- $p := .ctx.Values.redis.persistence }}
+{{- with .existing }}
+{{- $sts := printf "%s/%s" .metadata.namespace .metadata.name }}
+{{- $old := dict }}
+{{- range (dig "spec" "volumeClaimTemplates" list .) }}
+{{- if eq (dig "metadata" "name" "" .) "data" }}{{ $old = . }}{{ end }}
+{{- end }}
+{{- $value := "" }}
+{{- $was := "" }}
+{{- $now := "" }}
+{{- if and $old (not $p.enabled) }}
+{{- $value = "enabled" }}{{ $was = "true" }}{{ $now = "false" }}
+{{- else if and (not $old) $p.enabled }}
+{{- $value = "enabled" }}{{ $was = "false" }}{{ $now = "true" }}
+{{- else if $old }}
+{{- $oldSize := dig "spec" "resources" "requests" "storage" "" $old }}
+{{- $oldClass := dig "spec" "storageClassName" "" $old }}
+{{- if ne (include "bgworker.quantityBytes" $oldSize) (include "bgworker.quantityBytes" $p.size) }}
+{{- $value = "size" }}{{ $was = $oldSize }}{{ $now = $p.size }}
+{{- else if ne $oldClass $p.storageClassName }}
+{{- $value = "storageClassName" }}{{ $was = $oldClass | quote }}{{ $now = $p.storageClassName | quote }}
+{{- end }}
+{{- end }}
+{{- if $value }}
+{{- $ns := .metadata.namespace }}
+{{- fail (printf "redis.persistence.%s: the Redis StatefulSet %s was installed with %s, this upgrade asks for %s, and Kubernetes cannot change a StatefulSet's volumeClaimTemplates. Either keep the installed value (--set redis.persistence.%s=%s), or delete the StatefulSet but not its pod and volume (kubectl -n %s delete statefulset %s --cascade=orphan) and run the upgrade again: the chart then creates the StatefulSet anew and it adopts the running pod and its claim data-%s-0, whose size does not change with it (grow the claim with kubectl patch pvc if its StorageClass allows expansion). Drain the workers first (docs/operations.md) when the change moves Redis to another volume." $value $sts $was $now $value $was $ns .metadata.name .metadata.name) }}
+{{- end }}
 {{- end }}
 {{- end }}
