@@ -124,3 +124,41 @@ def test_external_redis_without_an_address_is_refused_with_the_fix():
 
 def test_defaults_pass_the_schema():
     Chart.load(CHART).validate_schema({})
+
+
+# The values issue 12 added: the chart README documents each (values.yaml's comments are
+# checked above for every value).
+ISSUE_12_VALUES = [
+    "enableServiceLinks",
+    "global.imageRegistry",
+    "imagePullSecrets",
+    *(f"{part}.image.digest" for part in ("api", "worker", "redis")),
+    *(
+        f"{part}.{key}"
+        for part in ("api", "worker", "redis")
+        for key in (
+            "topologySpreadConstraints",
+            "priorityClassName",
+            "extraVolumes",
+            "extraVolumeMounts",
+        )
+    ),
+    "redis.podAnnotations",
+    *(
+        f"autoscaling.fallback.{key}"
+        for key in ("enabled", "failureThreshold", "replicas", "behavior")
+    ),
+    "storage.accessModes",
+    "storage.existingClaim",
+]
+
+
+def test_the_chart_readme_documents_the_new_values():
+    readme = (CHART / "README.md").read_text()
+    defaults = Chart.load(CHART).values
+    for path in ISSUE_12_VALUES:
+        node: Any = defaults
+        for part in path.split("."):
+            assert isinstance(node, dict) and part in node, f"values.yaml has no {path}"
+            node = node[part]
+        assert f"`{path}`" in readme, f"charts/bgworker/README.md does not document {path}"
