@@ -99,6 +99,7 @@ def test_fallback_is_on_by_default_with_a_small_count():
     so = scaled_object(render())
     assert so["spec"]["fallback"] == {"failureThreshold": 3, "replicas": 2}
     assert so["spec"]["fallback"]["replicas"] <= so["spec"]["maxReplicaCount"]
+    assert "cannot read Redis for 3 polls in a row it holds 2 workers" in render().notes
     # Every trigger names its metric type (KEDA 2.16 refuses the fallback otherwise).
     assert {t["metricType"] for t in so["spec"]["triggers"]} == {"AverageValue"}
 
