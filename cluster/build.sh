@@ -97,8 +97,14 @@ step kubelet gobuild kube kubelet k8s.io/kubernetes/cmd/kubelet "$kube_ldflags"
 step kube-proxy gobuild kube kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$kube_ldflags"
 step kubectl gobuild kube kubectl k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"
 step etcd gobuild kube etcd go.etcd.io/etcd/server/v3
+# The Kubernetes version `helm template` and `helm lint` assume without a cluster (Helm's
+# Makefile sets it from its k8s.io modules; unset, it is 1.20 and kubeVersion checks fail).
+helm_kube=""
+for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_kube+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+done
 step helm gobuild kube helm helm.sh/helm/v3/cmd/helm \
-  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean $helm_kube"
 keda_ldflags="-X github.com/kedacore/keda/v2/version.Version=${KEDA_VERSION#v} -X github.com/kedacore/keda/v2/version.GitCommit=$KEDA_VERSION"
 step keda-operator gobuild keda keda-operator github.com/kedacore/keda/v2/cmd/operator "$keda_ldflags"
 step keda-adapter gobuild keda keda-adapter github.com/kedacore/keda/v2/cmd/adapter "$keda_ldflags"

@@ -1,9 +1,11 @@
-"""Gate and fixtures of the kind suite (tests/e2e/kind).
+"""Gate and fixtures of the cluster suite (tests/e2e/kind).
 
 The suite runs only when asked (``E2E_KIND=1``, which ``make e2e`` sets) on a machine with
-an answering Docker daemon, kind, kubectl, helm and the ``kubernetes`` Python package.
-Otherwise each test is skipped with a message naming what is missing, or fails when
-``E2E_REQUIRE=1`` (CI sets it), so a misconfigured runner cannot go green by skipping.
+an answering Docker daemon, kubectl, helm and the ``kubernetes`` Python package, and either
+a cluster named by ``E2E_KUBECONFIG`` (``make e2e`` brings up the local one of cluster/) or
+kind to create one. Otherwise each test is skipped with a message naming what is missing,
+or fails when ``E2E_REQUIRE=1`` (the default under ``CI=true``), so a misconfigured
+runner cannot go green by skipping.
 
 Settings are ``E2E_*`` variables, not ``BGWORKER_*`` ones: that prefix belongs to
 bgworker's own settings, whose check stops a process at an unknown name (and
@@ -19,16 +21,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Generator, Iterator, Mapping
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.docker_images import build_images, image_exists
-from tests.e2e.kind import k8s
+from tests.e2e.docker_images import build_images, choose_base, image_exists
+from tests.e2e.kind import figures, k8s
 from tests.e2e.kind.k8s import Cluster, ForwardedApi, PortForward
+from tests.e2e.kind.redis_image import build_redis
 
 # The environment as the session started (tests/conftest.py's autouse fixture strips every
 # BGWORKER_* variable around each test; the fixtures run inside tests).
@@ -42,11 +48,14 @@ SETTINGS: dict[str, str] = {
     "cluster": "E2E_KIND_CLUSTER",
     "node_image": "E2E_KIND_NODE_IMAGE",
     "keda_version": "E2E_KEDA_VERSION",
+    "kubeconfig": "E2E_KUBECONFIG",
+    "load_images": "E2E_LOAD_IMAGES",
+    "node_pulls": "E2E_NODE_PULLS",
 }
 KIND_VAR = SETTINGS["kind"]
 REQUIRE_VAR = SETTINGS["require"]
 KEEP_VAR = SETTINGS["keep"]
-TOOLS = ("docker", "kind", "kubectl", "helm")
+TOOLS = ("docker", "kubectl", "helm")
 
 
 def setting(env: Mapping[str, str], key: str) -> str:
@@ -75,9 +84,12 @@ def docker_answers() -> bool:
 def missing_tools(
     which: Callable[[str], str | None] = shutil.which,
     docker_ok: Callable[[], bool] = docker_answers,
+    env: Mapping[str, str] = ENV,
 ) -> list[str]:
     """What this machine lacks for the kind suite, in words fit for a skip message."""
-    missing = [tool for tool in TOOLS if which(tool) is None]
+    # kind only when the suite is to make its cluster (no E2E_KUBECONFIG given).
+    tools = TOOLS if setting(env, "kubeconfig") else ("docker", "kind", "kubectl", "helm")
+    missing = [tool for tool in tools if which(tool) is None]
     if "docker" not in missing and not docker_ok():
         missing.append("a Docker daemon (`docker info` fails)")
     if importlib.util.find_spec("kubernetes") is None:
@@ -127,7 +139,15 @@ def kind_gate() -> None:
 
 @pytest.fixture(scope="session")
 def kind_cluster(kind_gate: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The cluster: E2E_KIND_CLUSTER's (never deleted), else a new one deleted at the end."""
+    """The cluster: E2E_KUBECONFIG's or E2E_KIND_CLUSTER's (never deleted), else a new kind
+    cluster deleted at the end."""
+    given = setting(ENV, "kubeconfig")
+    if given:
+        if not os.path.isfile(given):
+            pytest.fail(f"E2E_KUBECONFIG={given}: no such file", pytrace=False)
+        loader = shlex.split(setting(ENV, "load_images"))
+        yield from _use(Cluster(name=given, kubeconfig=Path(given), created=False, loader=loader))
+        return
     kubeconfig = tmp_path_factory.mktemp("kind") / "kubeconfig"
     wanted = setting(ENV, "cluster")
     existing = k8s.kind_clusters()
@@ -155,15 +175,9 @@ def kind_cluster(kind_gate: None, tmp_path_factory: pytest.TempPathFactory) -> I
             raise
     k8s.write_kubeconfig(name, kubeconfig)
     cluster = Cluster(name=name, kubeconfig=kubeconfig, created=created)
-    ACTIVE["cluster"] = cluster
     try:
-        cluster.kubectl(
-            "wait", "--for=condition=Ready", "node", "--all", "--timeout=180s", timeout=200
-        )
-        yield cluster
+        yield from _use(cluster)
     finally:
-        ACTIVE.pop("cluster", None)
-        cluster.close()
         if created and not keep():
             k8s.delete_cluster(name, kubeconfig)
         elif created:
@@ -173,34 +187,50 @@ def kind_cluster(kind_gate: None, tmp_path_factory: pytest.TempPathFactory) -> I
             )
 
 
+def _use(cluster: Cluster) -> Iterator[Cluster]:
+    ACTIVE["cluster"] = cluster
+    try:
+        cluster.kubectl(
+            "wait", "--for=condition=Ready", "node", "--all", "--timeout=180s", timeout=200
+        )
+        yield cluster
+    finally:
+        ACTIVE.pop("cluster", None)
+        cluster.close()
+
+
 @pytest.fixture(scope="session")
 def kind_images(kind_cluster: Cluster) -> dict[str, str]:
-    """bgworker-api:e2e and bgworker-worker:e2e, built here and loaded into the node."""
-    images = build_images(k8s.IMAGE_TAG)  # on E2E_BASE_IMAGE, when set
-    for part in ("api", "worker"):
-        k8s.load_image(kind_cluster.name, images[part])
-    # Redis is pulled by the node (pullPolicy IfNotPresent) unless Docker here has it: then
-    # it is loaded too, which spares the pull and lets a machine with a warm cache run.
+    """bgworker-api:e2e and bgworker-worker:e2e, built here and loaded into the node; and
+    Redis, built here too when the nodes cannot pull (E2E_NODE_PULLS=0)."""
+    base = choose_base()
+    started = time.monotonic()
+    images = build_images(k8s.IMAGE_TAG, base)  # on E2E_BASE_IMAGE, when set
+    to_load = [images["api"], images["worker"]]
     redis = k8s.suite_values()["redis"]["image"]
     redis_ref = f"{redis['repository']}:{redis['tag']}"
-    if image_exists(redis_ref):
-        k8s.load_image(kind_cluster.name, redis_ref)
+    if setting(ENV, "node_pulls") == "0":
+        images["redis"] = build_redis(base)
+        to_load.append(images["redis"])
+    elif image_exists(redis_ref):
+        # Otherwise the node pulls it (IfNotPresent) unless Docker here has it: then it is
+        # loaded too, which spares the pull and lets a machine with a warm cache run.
+        to_load.append(redis_ref)
+    figures.record("image build (api, worker, redis)", time.monotonic() - started)
+    figures.record("image load into the node", k8s.load_images(kind_cluster, to_load))
     return images
 
 
 @pytest.fixture(scope="session")
 def keda(kind_cluster: Cluster) -> str:
     """KEDA from its Helm chart (kept in a reused cluster), with its CRDs and metrics API up."""
-    version = setting(ENV, "keda_version") or k8s.KEDA_VERSION
-    kind_cluster.helm(
-        "upgrade", "--install", "keda", "keda",
-        "--repo", k8s.KEDA_REPO,
-        "--version", version,
-        "--namespace", k8s.KEDA_NAMESPACE,
-        "--create-namespace",
-        "--wait", "--timeout", "5m",
-        timeout=420,
-    )  # fmt: skip
+    installed = kind_cluster.kubectl("get", "crd", "scaledobjects.keda.sh", check=False)
+    if "scaledobjects.keda.sh" in installed:
+        # The cluster comes with KEDA (the local cluster installs it from KEDA's module).
+        version = "preinstalled"
+    else:
+        version = setting(ENV, "keda_version") or k8s.KEDA_VERSION
+        _install_keda(kind_cluster, version)
     kind_cluster.kubectl(
         "wait", "--for=condition=Established",
         "crd/scaledobjects.keda.sh", "crd/triggerauthentications.keda.sh",
@@ -215,6 +245,18 @@ def keda(kind_cluster: Cluster) -> str:
         timeout=330,
     )  # fmt: skip
     return version
+
+
+def _install_keda(kind_cluster: Cluster, version: str) -> None:
+    kind_cluster.helm(
+        "upgrade", "--install", "keda", "keda",
+        "--repo", k8s.KEDA_REPO,
+        "--version", version,
+        "--namespace", k8s.KEDA_NAMESPACE,
+        "--create-namespace",
+        "--wait", "--timeout", "5m",
+        timeout=420,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -276,3 +318,22 @@ def pytest_runtest_makereport(
             text = f"could not collect diagnostics: {exc!r}"
         report.sections.append((f"kind cluster {cluster.name} at the failure", text))
     return report
+
+
+# --- figures (docs/performance.md, "On a real cluster") -------------------------------------
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and "e2e/kind/test_kind.py" in report.nodeid:
+        figures.record_test(report.nodeid, report.duration)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not figures.has_figures():
+        return
+    stats = terminalreporter.stats
+    outcome = ", ".join(
+        f"{len(stats[key])} {key}" for key in ("passed", "failed", "error") if stats.get(key)
+    )
+    terminalreporter.section("bgworker on a real cluster")
+    terminalreporter.write_line(figures.write(outcome or "no test ran"))

@@ -41,9 +41,12 @@ VALUES = HERE / "values.yaml"
 
 DEFAULT_CLUSTER = "bgworker-e2e"
 NAMESPACE = "bgworker-e2e"
-RELEASE = "bgw"
-# Object names the chart gives release "bgw" (test_gate.py checks them against a render).
-FULLNAME = "bgw-bgworker"
+# The name most users type: Kubernetes then injects service-link variables named
+# BGWORKER_* into every pod, which bgworker's settings check would refuse (the chart
+# turns service links off).
+RELEASE = "bgworker"
+# Object names the chart gives that release (test_gate.py checks them against a render).
+FULLNAME = "bgworker"
 API_SERVICE = f"{FULLNAME}-api"
 WORKER = f"{FULLNAME}-worker"
 REDIS = f"{FULLNAME}-redis"
@@ -145,11 +148,21 @@ def nested(flat: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def release_args(images: Mapping[str, str]) -> list[str]:
-    """Chart, namespace and values of the release, for ``helm install``/``helm upgrade``."""
-    args = [RELEASE, str(CHART), "--namespace", NAMESPACE, "--values", str(VALUES)]
+def release_args(
+    images: Mapping[str, str], release: str = RELEASE, namespace: str = NAMESPACE
+) -> list[str]:
+    """Chart, namespace and values of a release, for ``helm install``/``helm upgrade``.
+
+    ``images`` has the "api" and "worker" references and, when Redis was built here
+    because the nodes cannot pull, "redis".
+    """
+    args = [release, str(CHART), "--namespace", namespace, "--values", str(VALUES)]
     for key, value in image_values(images).items():
         args += ["--set-string", f"{key}={value}"]
+    if "redis" in images:
+        repository, _, tag = images["redis"].rpartition(":")
+        args += ["--set-string", f"redis.image.repository={repository}"]
+        args += ["--set-string", f"redis.image.tag={tag}", "--set", "redis.image.pullPolicy=Never"]
     return args
 
 
@@ -186,8 +199,17 @@ def delete_cluster(name: str, kubeconfig: Path) -> None:
     )
 
 
-def load_image(cluster: str, image: str) -> None:
-    run("kind", "load", "docker-image", "--name", cluster, image, timeout=900)
+def load_images(cluster: Cluster, images: list[str]) -> float:
+    """Put Docker images onto the cluster's nodes: the cluster's own loader command
+    (E2E_LOAD_IMAGES, e.g. the local cluster's ``python -m cluster load``), else
+    ``kind load docker-image``; the seconds it took."""
+    started = time.monotonic()
+    if cluster.loader:
+        run(*cluster.loader, *images, timeout=900)
+    else:
+        for image in images:
+            run("kind", "load", "docker-image", "--name", cluster.name, image, timeout=900)
+    return time.monotonic() - started
 
 
 # --- the cluster -------------------------------------------------------------------------
@@ -195,11 +217,14 @@ def load_image(cluster: str, image: str) -> None:
 
 @dataclass
 class Cluster:
-    """A kind cluster reached through its own kubeconfig file."""
+    """A cluster reached through its own kubeconfig file: one kind made or found, or the one
+    E2E_KUBECONFIG names (the local cluster of `make e2e`, or any other)."""
 
     name: str
     kubeconfig: Path
     created: bool  # by this run: deleted at the end unless E2E_KEEP=1
+    # Command that copies Docker images onto the nodes (images appended); empty: kind load.
+    loader: list[str] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:

@@ -23,8 +23,10 @@ from tests.e2e.kind.conftest import (
 )
 from worker.settings import Settings
 
-# The longest debug.sleep job test_kind.py submits, seconds.
-LONGEST_TEST_JOB = 20
+# The longest debug.sleep job test_kind.py submits, and the longest one a SIGTERM drill
+# expects a stopping worker to finish, seconds.
+LONGEST_TEST_JOB = 60
+LONGEST_SIGTERM_JOB = 20
 
 
 def nothing_missing() -> list[str]:
@@ -81,13 +83,23 @@ def test_missing_tools_names_absent_binaries_and_a_silent_docker():
     def which_without_kind(tool: str) -> str | None:
         return None if tool == "kind" else f"/usr/bin/{tool}"
 
-    missing = missing_tools(which=which_without_kind, docker_ok=lambda: True)
+    missing = missing_tools(which=which_without_kind, docker_ok=lambda: True, env={})
     assert "kind" in missing and "helm" not in missing and "docker" not in missing
-    missing = missing_tools(which=lambda tool: f"/usr/bin/{tool}", docker_ok=lambda: False)
+    missing = missing_tools(which=lambda tool: f"/usr/bin/{tool}", docker_ok=lambda: False, env={})
     assert any("docker info" in m for m in missing), missing
     # No binary at all: docker is reported once, as absent, without asking a daemon.
-    missing = missing_tools(which=lambda tool: None, docker_ok=pytest.fail)
+    missing = missing_tools(which=lambda tool: None, docker_ok=pytest.fail, env={})
     assert missing[:4] == ["docker", "kind", "kubectl", "helm"]
+
+
+def test_a_given_cluster_needs_no_kind():
+    """With E2E_KUBECONFIG (the local cluster, or any other) the suite makes no cluster."""
+
+    def which_without_kind(tool: str) -> str | None:
+        return None if tool == "kind" else f"/usr/bin/{tool}"
+
+    env = {"E2E_KUBECONFIG": "/some/kubeconfig"}
+    assert missing_tools(which=which_without_kind, docker_ok=lambda: True, env=env) == []
 
 
 # --- cluster config and values -------------------------------------------------------------
@@ -221,15 +233,15 @@ def test_render_scales_fast_between_zero_and_four(rendered):
 
 def test_render_gives_workers_debug_tasks_and_short_limits(rendered):
     """debug.sleep exists; every test job fits in the shutdown timeout and the soft limit;
-    a job whose worker was SIGKILLed comes back within a minute; SIGKILL never comes first."""
+    a job whose worker was SIGKILLed comes back within two minutes; SIGKILL never comes first."""
     worker = container(rendered, "Deployment", k8s.WORKER)
     env = env_of(rendered, worker)
     assert env["BGWORKER_DEBUG_TASKS"] == "1"
     settings = Settings.from_env(env)  # the worker's own settings check
     assert settings.debug_tasks
-    assert settings.visibility_timeout <= 60
+    assert settings.visibility_timeout <= 100
     assert LONGEST_TEST_JOB < settings.soft_time_limit
-    assert LONGEST_TEST_JOB < settings.shutdown_timeout == 60
+    assert LONGEST_SIGTERM_JOB < settings.shutdown_timeout == 60
     grace = rendered.get("Deployment", k8s.WORKER)["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"
     ]

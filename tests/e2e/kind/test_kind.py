@@ -9,12 +9,15 @@ about a busy machine. Every failure carries the cluster's state (conftest.py's h
 
 from __future__ import annotations
 
+import datetime
+import re
+import time
 from typing import Any
 
 import pytest
 
 from tests.e2e.api_client import is_webp, photo
-from tests.e2e.kind import k8s
+from tests.e2e.kind import figures, k8s
 from tests.e2e.kind.k8s import Cluster, ForwardedApi, ReplicaRecorder, wait_until
 
 # The first test's setup builds everything (cluster, images, KEDA, release): minutes.
@@ -25,6 +28,11 @@ AUTOSCALING: dict[str, Any] = VALUES["autoscaling"]
 GRACE = VALUES["worker"]["shutdownTimeout"] + VALUES["worker"]["terminationGraceMarginSeconds"]
 # Pod start-up and KEDA's and the HPA's reaction times, with room for a slow machine.
 SLACK = 300
+
+
+def iso_seconds(stamp: str) -> float:
+    """A job record's ISO 8601 time as a Unix timestamp (the node and this host share a clock)."""
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def wait_workers_gone(cluster: Cluster) -> None:
@@ -128,6 +136,7 @@ def test_workers_scale_from_zero_to_several_and_back(
     wait_workers_gone(kind_cluster)
     count, seconds = 40, 5  # 40 waiting / listLength 2 = 20 desired, capped at maxReplicaCount
     with ReplicaRecorder(kind_cluster) as seen:
+        enqueued = time.time()
         ids = kind_api.sleep_jobs(count, seconds)
         kind_api.assert_each_succeeded_once(ids, timeout=count * seconds + 2 * SLACK)
     assert seen.max_replicas > 1, (
@@ -135,7 +144,18 @@ def test_workers_scale_from_zero_to_several_and_back(
         f"(spec.replicas over time: {seen.timeline()})\n{kind_cluster.describe_workers()}"
     )
     assert seen.max_replicas <= AUTOSCALING["maxReplicaCount"], seen.timeline()
+    jobs = [kind_api.job(i) for i in ids]
+    first_start = min(iso_seconds(j["started_at"]) for j in jobs)
+    last_finish = max(iso_seconds(j["finished_at"]) for j in jobs)
+    figures.record(
+        f"backlog of {count} jobs to the first one starting on a worker scaled from zero",
+        first_start - enqueued,
+    )
     wait_workers_gone(kind_cluster)
+    figures.record(
+        f"last job done to zero workers (cooldownPeriod {AUTOSCALING['cooldownPeriod']} s)",
+        time.time() - last_finish,
+    )
 
 
 def test_pod_deletion_and_scale_in_lose_nothing(
@@ -212,3 +232,146 @@ def set_max_replicas(cluster: Cluster, count: int, check: bool = True) -> None:
             timeout=60,
             what=f"the ScaledObject to carry maxReplicaCount {count}",
         )
+
+
+def test_sigkilled_pod_job_is_redelivered(kind_cluster: Cluster, kind_api: ForwardedApi) -> None:
+    """A worker pod killed without a graceful shutdown (`kubectl delete --grace-period=0
+    --force`: the kubelet kills it at once, as an OOM kill or a lost node would) leaves its
+    job unacknowledged in Redis; a live worker restores it after the visibility timeout and
+    it succeeds exactly once, on its second start."""
+    wait_workers_gone(kind_cluster)  # then the one job wakes exactly one worker: it runs it
+    ids = kind_api.sleep_jobs(1, 20)
+    wait_running(kind_api, kind_cluster, ids, 1)
+    live = kind_cluster.live_worker_pods()
+    assert len(live) == 1, [k8s.pod_summary(p) for p in live]
+    victim = k8s.pod_name(live[0])
+    killed = time.monotonic()
+    kind_cluster.kubectl(
+        "delete", "pod", victim, "--namespace", k8s.NAMESPACE, "--grace-period=0", "--force",
+        "--wait=false",
+    )  # fmt: skip
+    visibility = VALUES["config"]["timeLimit"] + VALUES["config"]["visibilityMargin"]
+    kind_api.assert_each_succeeded_once(ids, timeout=visibility + 20 + 2 * SLACK)
+    job = kind_api.job(ids[0])
+    assert job["attempts"] == 2, f"expected one redelivery after the kill: {job}"
+    figures.record("SIGKILLed worker's job done again (visibility timeout + restore)",
+                   time.monotonic() - killed)  # fmt: skip
+
+
+def test_running_job_keeps_a_worker_past_the_cooldown(
+    kind_cluster: Cluster, kind_api: ForwardedApi
+) -> None:
+    """One job longer than the cooldown: once a worker has taken it the queue is empty, so
+    a trigger on the queue alone would scale the worker away under it after
+    cooldownPeriod. The in-flight trigger (kombu's unacked hash) keeps it: the worker count
+    never drops to zero while the job runs, and the job starts once."""
+    wait_workers_gone(kind_cluster)
+    seconds = 60
+    # KEDA's last step to zero comes cooldownPeriod after the trigger was last active.
+    assert seconds > AUTOSCALING["cooldownPeriod"] + 4 * AUTOSCALING["pollingInterval"]
+    with ReplicaRecorder(kind_cluster) as seen:
+        ids = kind_api.sleep_jobs(1, seconds)
+        wait_running(kind_api, kind_cluster, ids, 1)
+        running_from = time.monotonic() - seen._started
+        kind_api.assert_each_succeeded_once(ids, timeout=seconds + SLACK)
+        finished_at = time.monotonic() - seen._started
+    while_running = [spec for t, spec, _ in seen.samples if running_from <= t <= finished_at - 2]
+    assert while_running and min(while_running) >= 1, (
+        f"the worker count fell to 0 under a running job: {seen.timeline()}"
+    )
+    assert_started_once(kind_api, ids, "the worker that took it kept running")
+    wait_workers_gone(kind_cluster)
+
+
+def paused_replicas_commands() -> list[str]:
+    """The pause/resume commands of docs/operations.md ("Pause autoscaling"), as written,
+    for this suite's release and namespace."""
+    text = (k8s.REPO / "docs" / "operations.md").read_text()
+    commands = re.findall(r"^kubectl .*paused-replicas.*$", text, flags=re.M)
+    pause = next(c for c in commands if 'paused-replicas="0"' in c)
+    resume = next(c for c in commands if "paused-replicas-" in c)
+    # The doc is written for release bgw in namespace bgworker.
+    return [
+        c.replace("-n bgworker ", f"-n {k8s.NAMESPACE} ").replace(
+            "bgw-bgworker-", f"{k8s.FULLNAME}-"
+        )
+        for c in (pause, resume)
+    ]
+
+
+def test_paused_replicas_annotation_from_the_docs_holds_workers(
+    kind_cluster: Cluster, kind_api: ForwardedApi
+) -> None:
+    """docs/operations.md's `autoscaling.keda.sh/paused-replicas="0"` holds the workers at
+    zero while jobs wait (the API keeps accepting them), and its resume command lets KEDA
+    scale up again: every job then succeeds once."""
+    pause, resume = paused_replicas_commands()
+    wait_workers_gone(kind_cluster)
+    kind_cluster.kubectl(*pause.split()[1:])
+    try:
+        wait_until(
+            lambda: (
+                "autoscaling.keda.sh/paused-replicas"
+                in (kind_cluster.scaled_object()["metadata"].get("annotations") or {})
+            ),
+            timeout=30,
+            what="the annotation on the ScaledObject",
+        )
+        with ReplicaRecorder(kind_cluster) as seen:
+            ids = kind_api.sleep_jobs(4, 2)
+            time.sleep(4 * AUTOSCALING["pollingInterval"] + 10)
+        assert seen.max_replicas == 0, f"workers started while paused: {seen.timeline()}"
+        assert all(kind_api.job(i)["state"] == "queued" for i in ids)
+    finally:
+        kind_cluster.kubectl(*resume.split()[1:], check=False)
+    kind_api.assert_each_succeeded_once(ids, timeout=2 * SLACK)
+    wait_workers_gone(kind_cluster)
+
+
+# Helm's longest release name (53); every object name the chart derives from it must fit
+# its own limit (StatefulSet 52 for its pods' revision label, KEDA's keda-hpa-<name> 63).
+LONG_RELEASE = "bgworker-release-with-the-longest-name-helm-accepts-x"
+
+
+def test_a_53_character_release_installs(kind_cluster: Cluster, kind_images: dict[str, str],
+                                         keda: str) -> None:  # fmt: skip
+    """A second release named with 53 characters, in a namespace of its own: every pod gets
+    Ready (Redis' StatefulSet creates its pod) and KEDA accepts its ScaledObject and makes
+    the HPA."""
+    assert len(LONG_RELEASE) == 53
+    namespace = "bgworker-e2e-long"
+    kind_cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true",
+                         "--timeout=300s", timeout=330)  # fmt: skip
+    kind_cluster.kubectl("create", "namespace", namespace)
+    try:
+        kind_cluster.helm(
+            "install", *k8s.release_args(kind_images, LONG_RELEASE, namespace),
+            "--wait", "--timeout", "5m", timeout=420,
+        )  # fmt: skip
+        selector = f"app.kubernetes.io/instance={LONG_RELEASE}"
+        pods = kind_cluster.core.list_namespaced_pod(namespace, label_selector=selector).items
+        components = {k8s.pod_component(p) for p in pods if k8s.is_ready(p)}
+        assert {"api", "redis"} <= components, [k8s.pod_summary(p) for p in pods]
+        scaled = kind_cluster.custom.list_namespaced_custom_object(
+            "keda.sh", "v1alpha1", namespace, "scaledobjects"
+        )["items"]
+        assert len(scaled) == 1, scaled
+
+        def ready_with_hpa() -> bool:
+            obj = kind_cluster.custom.list_namespaced_custom_object(
+                "keda.sh", "v1alpha1", namespace, "scaledobjects"
+            )["items"][0]
+            conditions = {
+                c["type"]: c["status"] for c in obj.get("status", {}).get("conditions", [])
+            }
+            hpa = obj.get("status", {}).get("hpaName")
+            return conditions.get("Ready") == "True" and bool(hpa)
+
+        wait_until(
+            ready_with_hpa, timeout=120, what="KEDA to accept the ScaledObject and make its HPA"
+        )
+    finally:
+        kind_cluster.helm("uninstall", LONG_RELEASE, "--namespace", namespace, "--wait",
+                          timeout=300, check=False)  # fmt: skip
+        kind_cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found",
+                             "--wait=false", check=False)  # fmt: skip
