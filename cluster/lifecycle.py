@@ -356,9 +356,10 @@ def _wait_no_containers(paths: settings.Paths, timeout: float) -> None:
     while time.monotonic() < deadline:
         result = subprocess.run(
             ["ctr", "--address", str(paths.containerd_socket), "--namespace",
-             settings.CONTAINERD_NAMESPACE, "tasks", "list", "--quiet"],
+             settings.CONTAINERD_NAMESPACE, "tasks", "list"],
             capture_output=True, text=True, timeout=10,
         )  # fmt: skip
-        if result.returncode != 0 or not result.stdout.strip():
+        # Stopped tasks stay listed until the kubelet removes their containers.
+        if result.returncode != 0 or " RUNNING" not in result.stdout:
             return
         time.sleep(1)
