@@ -42,7 +42,7 @@ def ensure_docker(paths: settings.Paths) -> None:
     processes.wait_healthy(paths, "dockerd", _docker_answers, timeout=90)
 
 
-def build_cluster_images(bin_dir: Path, tag_suffix: str = "") -> list[str]:
+def build_cluster_images(bin_dir: Path) -> list[str]:
     """The pause and KEDA images from cluster/Dockerfile; their references."""
     versions = settings.read_versions()
     keda = versions["KEDA_VERSION"].lstrip("v")

@@ -1,4 +1,4 @@
-// Command coredns is CoreDNS with the plugins cluster/up.py's Corefile names and no other:
+// Command coredns is CoreDNS with the plugins cluster/components.py's Corefile uses and no other:
 // CoreDNS registers a plugin when its package is imported, so this file is the plugin list.
 // (The upstream main imports every plugin, dozens of cloud SDKs among them, which would
 // triple the build.)
