@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from cluster import settings
@@ -35,6 +37,21 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
             f"`{' '.join(args)}` failed ({result.returncode}): {result.stderr.strip()[-800:]}"
         )
     return result
+
+
+def apt_get_install(packages: Sequence[str], timeout: float = 900) -> None:
+    """``apt-get update`` and install ``packages`` (root); RuntimeError with apt's words.
+
+    The one apt path of the cluster and the e2e suites (tests/e2e/docker_images.py).
+    """
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for args in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+    ):
+        result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr[-2000:]}")
 
 
 # --- network ------------------------------------------------------------------------------

@@ -54,14 +54,10 @@ def ensure_packages() -> None:
     if not missing:
         return
     say(f"installing {' '.join(missing)} with apt-get")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-    ):
-        result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
-        if result.returncode != 0:
-            raise SystemExit(f"localkube: {' '.join(args)} failed:\n{result.stderr[-2000:]}")
+    try:
+        host.apt_get_install(missing)
+    except RuntimeError as exc:
+        raise SystemExit(f"localkube: {exc}") from None
 
 
 def build() -> Path:
@@ -162,7 +158,7 @@ def up(paths: settings.Paths) -> None:
     paths.root.chmod(0o755)
     paths.bin_dir_file.write_text(f"{built}\n")
     paths.netns_before.write_text("\n".join(sorted(host.netns_names())))
-    bins = built
+    bins = built  # the binaries every step below runs
 
     def network() -> None:
         host.sysctls()

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.host import apt_get_install
 from tests.e2e.commands import run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,14 +82,10 @@ def apt_install(*packages: str) -> None:
             f"{names} is not installed and this machine has no apt-get to install it with: "
             "install it with this system's package manager"
         )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
-    ):
-        result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
-        if result.returncode != 0:
-            raise Unavailable(f"{' '.join(args)} failed: {result.stderr[-1000:]}")
+    try:
+        apt_get_install(packages, timeout=600)
+    except RuntimeError as exc:
+        raise Unavailable(str(exc)) from None
 
 
 def docker_info_error() -> str | None:

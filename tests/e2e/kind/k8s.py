@@ -464,6 +464,10 @@ class ReplicaRecorder:
         self._thread.start()
         return self
 
+    def elapsed(self) -> float:
+        """Seconds since recording began (the time axis of ``samples``)."""
+        return time.monotonic() - self._started
+
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
