@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from api.metrics import RedisCollector
-from api.scheduler import promote_forever
+from api.scheduler import promote_forever, reap_forever
 from worker.celery_app import BgworkerCelery, create_celery
 from worker.jobs import AsyncJobStore, JobStore
 from worker.message import message_builder
@@ -75,7 +75,10 @@ def lifespan_for(settings: Settings) -> Lifespan:
             storage=storage,
             metrics=registry,
         )
-        promoter = asyncio.create_task(promote_forever(context.store, celery))
+        loops = [
+            asyncio.create_task(promote_forever(context.store, celery)),
+            asyncio.create_task(reap_forever(context.store, celery)),
+        ]
         # Everything imported and built so far lives as long as the process: move it out of
         # the collector's sight. Each full collection otherwise walks these hundreds of
         # thousands of objects (Celery, kombu, Starlette), ~30 ms with the event loop
@@ -85,9 +88,11 @@ def lifespan_for(settings: Settings) -> Lifespan:
         try:
             yield {"ctx": context}
         finally:
-            promoter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await promoter
+            for loop in loops:
+                loop.cancel()
+            for loop in loops:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
             await async_client.aclose()
             sync_client.close()
             celery.close()

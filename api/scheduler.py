@@ -1,20 +1,23 @@
-"""Publishing delayed jobs and retries when they fall due, from inside the API.
+"""Background loops of the API: publishing due jobs, and queueing lost ones again.
 
-The API runs the promoter because it is the one part that is always up: workers may be
-scaled to zero, and a job that is due must reach its queue list for KEDA to see it and
-start a worker. Several API replicas may promote at once (claims are leased in Redis).
+The API runs them because it is the one part that is always up: workers may be scaled to
+zero, and a job that is due (or whose message was lost) must reach its queue list for
+KEDA to see it and start a worker. Several API replicas may run them at once: claims are
+leased in Redis, and the reaper's final check and push are one script.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 
 from worker.celery_app import BgworkerCelery
 from worker.enqueue import BROKER_ERRORS, promote_due
 from worker.jobs import JobStore
+from worker.reaper import Reaper
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +27,40 @@ INTERVAL_SECONDS = 1.0
 
 
 async def promote_forever(store: JobStore, celery: BgworkerCelery) -> None:
+    def promote() -> int:
+        return promote_due(store, celery)
+
+    await _forever(promote, INTERVAL_SECONDS, "promote due jobs", "published %d due job(s)")
+
+
+async def reap_forever(store: JobStore, celery: BgworkerCelery) -> None:
+    """Every restore interval (the pace at which kombu restores expired messages too):
+    one count while nothing is lost, and a lost message is queued again within about
+    three intervals."""
+    reaper = Reaper(store, celery)
+
+    def reap() -> int:
+        return len(reaper.run_once())
+
+    interval = float(celery.settings.restore_interval)
+    await _forever(reap, interval, "look for lost jobs", "queued %d lost job(s) again")
+
+
+async def _forever(step: Callable[[], int], interval: float, what: str, done: str) -> None:
     failing = False
     while True:
         try:
-            count = await run_in_threadpool(promote_due, store, celery)
+            count = await run_in_threadpool(step)
         except BROKER_ERRORS as exc:
             if not failing:
-                log.warning("cannot promote due jobs, Redis unreachable: %s", exc)
+                log.warning("cannot %s, Redis unreachable: %s", what, exc)
             failing = True
         except Exception:
-            log.exception("promoting due jobs failed")
+            log.exception("%s failed", what)
         else:
             if failing:
-                log.info("promoting due jobs again")
+                log.info("can %s again", what)
             failing = False
             if count:
-                log.info("published %d due job(s)", count)
-        await asyncio.sleep(INTERVAL_SECONDS)
+                log.info(done, count)
+        await asyncio.sleep(interval)

@@ -67,6 +67,12 @@ def create_celery(settings: Settings, *, with_tasks: bool = False) -> BgworkerCe
             # interval * throttle seconds: make the interval the only knob.
             "unacked_restore_interval": settings.restore_interval,
             "unacked_restore_throttle": 1,
+            # Workers take turns restoring under a lock that a worker killed mid-scan (or a
+            # Redis restart, from its append-only file) leaves behind until it expires;
+            # kombu's 300 s froze every redelivery for five minutes. A scan takes
+            # milliseconds, and a restore is one transaction, so two scans at once after
+            # an early expiry cannot restore a message twice.
+            "unacked_mutex_expire": settings.restore_interval,
             "socket_connect_timeout": 2,
             "socket_timeout": 10,
         },

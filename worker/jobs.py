@@ -41,6 +41,9 @@ SCHEDULED_SET = KEY_PREFIX + "scheduled"
 STATS_STATES = KEY_PREFIX + "stats:states"
 STATS_FAILURES = KEY_PREFIX + "stats:failures"
 STATS_DURATION = KEY_PREFIX + "stats:duration"
+# Every unfinished job (queued, running, retrying), scored by its last change: what the
+# reaper (worker.reaper) compares with the messages that exist, to find lost ones.
+ACTIVE_SET = KEY_PREFIX + "active"
 EVENTS_MAXLEN = 200
 
 # Bucket bounds of the job duration histogram, in seconds (thumbnails ~0.2 s, reports minutes).
@@ -138,9 +141,9 @@ def error_info(code: str, message: str) -> dict[str, str]:
 # Create a record and, for a job to run now, push its Celery message, atomically; with an
 # idempotency key seen before, return the earlier job instead and change nothing.
 # KEYS: idempotency key, job hash, events stream, state stats hash, scheduled set,
-#       queue list (where the message goes)
+#       queue list (where the message goes), active set
 # ARGV: job id, ttl, due ("" = not scheduled), use idempotency ("1"/"0"), job key prefix,
-#       message ("" = none), field/value pairs...
+#       message ("" = none), now, field/value pairs...
 # Returns false when created; {0, earlier job's record} when the idempotency key names a
 # job that still exists; {1, record} when this job id exists already, which only happens
 # when the same call runs twice (redis-py retries a command whose reply it lost): the
@@ -163,19 +166,20 @@ end
 if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[6], ARGV[6]) end
 if ARGV[4] == '1' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', $MAXLEN, '*', unpack(fields))
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('HINCRBY', KEYS[4], 'queued', 1)
 if ARGV[3] ~= '' then redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1]) end
+redis.call('ZADD', KEYS[7], ARGV[7], ARGV[1])
 return false
 """.replace("$MAXLEN", str(EVENTS_MAXLEN))
 
 # Move a job to a new state if it is in an allowed one, with its side effects, atomically.
 # KEYS: job hash, events stream, state stats, dead set, scheduled set, duration stats,
-#       failure stats, the list a "p" message goes to (any key without "p")
+#       failure stats, the list a "p" message goes to (any key without "p"), active set
 # ARGV: new state, allowed current states ("" = any), ttl, now, job id, flags,
 #       number (a due time or a duration), label (a histogram bucket or an error code),
 #       message ("p"; else ""), field/value pairs...
@@ -183,7 +187,9 @@ return false
 #   once, "d" add to the dead set, "q" leave it, "r" count a retry, "z" schedule at
 #   `number`, "u" leave the scheduled set, "h" add duration `number` to bucket `label`,
 #   "f" count a failure with code `label`, "c" change nothing unless `attempts` equals
-#   `number` (the start the caller saw is still the latest), "p" LPUSH `message` (first:
+#   `number` (the start the caller saw is still the latest), "n" take back the count of
+#   the last start (it ended without the worker dying: a shutdown deadline), "p" LPUSH
+#   `message` (first:
 #   under maxmemory only a script's first write can be refused, so a full Redis changes
 #   nothing rather than half of it).
 # Returns {1, previous state, record} or {0, current state}; the record is the job hash as
@@ -209,6 +215,11 @@ if string.find(flags, 's', 1, true) then redis.call('HSETNX', KEYS[1], 'started_
 if string.find(flags, 'd', 1, true) then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5]) end
 if string.find(flags, 'q', 1, true) then redis.call('ZREM', KEYS[4], ARGV[5]) end
 if string.find(flags, 'r', 1, true) then redis.call('HINCRBY', KEYS[1], 'retries', 1) end
+if string.find(flags, 'n', 1, true) then
+  if tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0') > 0 then
+    redis.call('HINCRBY', KEYS[1], 'deliveries', -1)
+  end
+end
 if string.find(flags, 'z', 1, true) then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[5]) end
 if string.find(flags, 'u', 1, true) then redis.call('ZREM', KEYS[5], ARGV[5]) end
 if string.find(flags, 'h', 1, true) then
@@ -221,12 +232,32 @@ if string.find(flags, 'f', 1, true) then
   redis.call('HINCRBY', KEYS[7], kind .. '|' .. ARGV[8], 1)
 end
 if cur ~= ARGV[1] then redis.call('HINCRBY', KEYS[3], ARGV[1], 1) end
+if $TERMINAL[ARGV[1]] then
+  redis.call('ZREM', KEYS[9], ARGV[5])
+else
+  redis.call('ZADD', KEYS[9], ARGV[4], ARGV[5])
+end
 local record = redis.call('HGETALL', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', $MAXLEN, '*', unpack(record))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return {1, cur, cjson.encode(record)}
-""".replace("$MAXLEN", str(EVENTS_MAXLEN))
+""".replace("$MAXLEN", str(EVENTS_MAXLEN)).replace(
+    "$TERMINAL", "({" + ", ".join(f"{state} = true" for state in sorted(TERMINAL)) + "})"
+)
+
+# Take back the count of a start that ended without its worker dying (a Redis outage
+# cancelled it), if the job is unfinished and has counted starts since its last (re)queue.
+# KEYS: job hash.  ARGV: the attempts of that start (0 = not known).  Returns 1 if done.
+_UNCOUNT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'running' and state ~= 'queued' then return 0 end
+local deliveries = tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0')
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+if deliveries < 1 or attempts < tonumber(ARGV[1]) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'deliveries', -1)
+return 1
+"""
 
 # KEYS: job hash, events stream.  ARGV: progress, ttl.  Returns the current state.
 _PROGRESS = """
@@ -282,6 +313,7 @@ class JobStore:
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._progress = client.register_script(_PROGRESS)
+        self._uncount = client.register_script(_UNCOUNT)
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._promote = client.register_script(_PROMOTE)
@@ -362,6 +394,7 @@ class JobStore:
             argv += [name, _encode(value)]
         keys = [job_key(job_id), events_key(job_id), STATS_STATES, DEAD_SET, SCHEDULED_SET]
         keys += [STATS_DURATION, STATS_FAILURES, push[0] if push is not None else keys[0]]
+        keys.append(ACTIVE_SET)
         reply = self._transition(keys=keys, args=argv)
         done, previous = reply[0], text(reply[1]) if reply[1] else None
         if not done:
@@ -375,8 +408,12 @@ class JobStore:
             job_id, "running", ("queued", "retrying", "running"), flags="as", error=""
         )
 
-    def uncount_delivery(self, job_id: str) -> None:
-        self.client.hincrby(job_key(job_id), "deliveries", -1)
+    def uncount_delivery(self, job_id: str, attempts: int = 0) -> bool:
+        """Take back the delivery count of start ``attempts`` (0: the latest), which ended
+        without its worker dying (Redis failed under it), so that the poison-message guard
+        (``MAX_DELIVERIES``) counts only real deaths. Changes nothing on a finished job or
+        one whose count was reset since (a retry, a replay)."""
+        return bool(self._uncount(keys=[job_key(job_id)], args=[attempts]))
 
     def set_progress(self, job_id: str, percent: int) -> str | None:
         """Record progress; returns the job's state so a task notices a cancellation."""
@@ -425,9 +462,10 @@ class JobStore:
     def requeued(self, job_id: str, attempts: int) -> bool:
         """Back to ``queued``: a shutdown deadline put the message of start ``attempts``
         back on its queue. Nothing changes if the job has moved on meanwhile (finished,
-        or already started again elsewhere, which counts another attempt)."""
+        or already started again elsewhere, which counts another attempt). The start is
+        not counted as a worker death: the worker stopped as asked."""
         job, _ = self.transition(
-            job_id, "queued", ("running",), flags="c", number=attempts, progress=0
+            job_id, "queued", ("running",), flags="cn", number=attempts, progress=0
         )
         return job is not None
 
@@ -595,6 +633,7 @@ class _CreateCall:
             "1" if idempotency is not None else "0",
             job_key(""),
             entry,
+            record["created_at"],
         ]
         for name, value in record.items():
             argv += [name, value]
@@ -607,6 +646,7 @@ class _CreateCall:
             STATS_STATES,
             SCHEDULED_SET,
             list_key,
+            ACTIVE_SET,
         ]
 
     def result(self, reply: Any) -> tuple[Job, bool]:

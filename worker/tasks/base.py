@@ -18,12 +18,13 @@ import time
 from typing import Any, cast
 
 from celery import Task
-from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
 from worker.celery_app import BgworkerCelery
 from worker.enqueue import BROKER_ERRORS
 from worker.errors import BgworkerError, InputError, PermanentError, TransientError
+from worker.interruptions import PendingUncounts
 from worker.jobs import Job, JobStore, error_info
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ TRANSIENT: tuple[type[Exception], ...] = (TransientError, SoftTimeLimitExceeded,
 # time: out of memory, SIGKILL) before it is declared dead instead of crashing workers
 # forever. Retries and replays reset the count.
 MAX_DELIVERIES = 4
+
+# What Celery's Request.cancel reports through on_retry when it kills a job's pool
+# process because the broker connection dropped (celery/worker/request.py).
+CANCELLED_BY_CELERY = "cancelled by Celery"
 
 
 class JobCancelled(Exception):
@@ -61,6 +66,16 @@ class JobTask(Task[Any, Any]):
     @property
     def store(self) -> JobStore:
         return self.bg.store
+
+    @property
+    def interrupted(self) -> PendingUncounts:
+        """The worker main process's pending uncounts (one per app, made on first use)."""
+        app = self.bg
+        pending: PendingUncounts | None = getattr(app, "_bgworker_uncounts", None)
+        if pending is None:
+            pending = PendingUncounts(lambda: app.store, app.settings.visibility_timeout)
+            app._bgworker_uncounts = pending  # type: ignore[attr-defined]
+        return pending
 
     def progress(self, percent: float) -> None:
         """Report progress; stop the body if the job was cancelled meanwhile."""
@@ -141,6 +156,16 @@ class JobTask(Task[Any, Any]):
             countdown,
         )
         raise Ignore()
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        # bgworker's own retries never go through Celery's, so a Retry here is Celery
+        # cancelling the job on a broker connection loss (in the main process): its pool
+        # process was killed, but no worker died. Not a delivery for the guard.
+        if isinstance(exc, Retry) and CANCELLED_BY_CELERY in str(exc.message or exc):
+            log.warning("job %s cancelled: the broker connection was lost; it runs again", task_id)
+            self.interrupted.add(task_id)
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
