@@ -62,6 +62,61 @@ def test_dev_runs_everything_and_ctrl_c_stops_it_all(tmp_path):
     assert (tmp_path / "state" / "redis" / "appendonlydir").exists(), "Redis data is kept"
 
 
+def test_second_dev_on_the_same_state_dir_refuses_and_names_the_way_out(tmp_path):
+    env = {**os.environ, "BGWORKER_STATE_DIR": str(tmp_path / "state")}
+    env = {k: v for k, v in env.items() if k != "BGWORKER_REDIS_URL"}
+    port = free_port()
+    first = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "dev", "--port", str(port)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers(f"{base}/readyz"), timeout=30, what="the first bgworker dev")
+        second = run_cli(env, "dev", "--port", str(free_port()))
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "in use by another `bgworker dev` (pid" in second.stderr
+        assert "--state-dir" in second.stderr
+        assert "started redis-server" not in second.stdout, "no second Redis on the same data"
+        assert answers(f"{base}/readyz"), "the first instance is untouched"
+        # Its own directory: it starts (and stops) alongside the first.
+        other_port = free_port()
+        other = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "dev",
+                "--port",
+                str(other_port),
+                "--state-dir",
+                str(tmp_path / "other"),
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            wait_for(
+                lambda: answers(f"http://127.0.0.1:{other_port}/readyz"),
+                timeout=30,
+                what="the bgworker dev with its own --state-dir",
+            )
+        finally:
+            other.send_signal(signal.SIGINT)
+            other.communicate(timeout=60)
+        assert (tmp_path / "other" / "redis" / "appendonlydir").exists()
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+
+
 def answers(url: str) -> bool:
     """Whether a server answers ``url`` with 200 (not yet listening is no error)."""
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import signal
@@ -11,8 +12,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
-from worker.errors import BgworkerError
+from worker.errors import BgworkerError, SettingsError
 from worker.queues import QUEUES
 from worker.settings import Settings
 
@@ -39,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where Redis' data and the images go (default: BGWORKER_STATE_DIR, .bgworker); "
+        "each running `bgworker dev` needs its own",
+    )
     dev.set_defaults(run=cmd_dev)
 
     api = sub.add_parser("api", help="run the HTTP API in the foreground (uvicorn)")
@@ -207,7 +215,15 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
     server = None
     env = dict(os.environ)
+    if args.state_dir is not None:
+        state_dir = args.state_dir
+        settings = settings.replace(state_dir=state_dir, storage_dir=state_dir / "storage")
+        env["BGWORKER_STATE_DIR"] = str(args.state_dir)
+        env.pop("BGWORKER_STORAGE_DIR", None)
     if not settings.redis_url_from_env:
+        # Two instances on one data directory would share one Redis' data: the second
+        # would run the first one's jobs again. The lock goes when the process does.
+        lock = state_lock(settings.state_dir)
         server = RedisServer(settings.state_dir / "redis")
         server.start()
         env["BGWORKER_REDIS_URL"] = server.url
@@ -254,8 +270,29 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
                 proc.wait()
         if server is not None:
             server.stop()
+            lock.close()
     # After Ctrl-C every way of stopping is fine, a deadline that requeued a job included.
     return 0 if stop else 1
+
+
+def state_lock(state_dir: Path) -> IO[str]:
+    """Hold ``state_dir/dev.lock`` for as long as this process runs, or refuse to start."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(state_dir / "dev.lock", "a+")  # held until the process exits
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise SettingsError(
+            f"{state_dir} is in use by another `bgworker dev` ({holder}); stop it, or give "
+            "this one a directory of its own: bgworker dev --state-dir DIR --port PORT"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 if __name__ == "__main__":
