@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import time
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
@@ -16,10 +19,12 @@ from api.errors import error_response
 from api.uploads import receive_upload
 from worker import imaging
 from worker.catalog import THUMBNAILS
-from worker.enqueue import submit_async
-from worker.jobs import Job, new_id, valid_id
+from worker.enqueue import BROKER_ERRORS, submit_async
+from worker.jobs import Job, job_key, new_id, valid_id
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+
+log = logging.getLogger(__name__)
 
 
 async def upload(request: Request) -> Response:
@@ -44,13 +49,48 @@ async def upload(request: Request) -> Response:
             c.jobs, c.celery, THUMBNAILS, {"widths": widths}, queue, job_id=job_id, idempotency=key
         )
     except BaseException:
-        # Also after an unclear outcome (a timeout: the script may have run): the client
-        # is told to retry, and a job that did get queued fails cleanly without its file.
-        original.unlink(missing_ok=True)
+        # The outcome is unknown (a timeout or a dropped connection: the script may have
+        # run, and a retry with the same key then receives this job), so the original
+        # stays until Redis can say whether the job exists: a job never loses its file.
+        _keep_task(asyncio.create_task(_drop_if_no_job(c, job_id, original)))
         raise
     if not created:
         original.unlink(missing_ok=True)
     return _accepted(job)
+
+
+# Background checks of uploads whose enqueue failed (asyncio keeps only weak references).
+_PENDING: set[asyncio.Task[None]] = set()
+ORPHAN_CHECK_SECONDS = 2.0
+ORPHAN_CHECK_FOR_SECONDS = 3600.0
+
+
+def _keep_task(task: asyncio.Task[None]) -> None:
+    _PENDING.add(task)
+    task.add_done_callback(_PENDING.discard)
+
+
+async def _drop_if_no_job(c: AppContext, job_id: str, original: Path) -> None:
+    """Delete ``original`` once Redis answers that its job was never created.
+
+    Asked seconds later on another connection: by then a script whose reply was lost has
+    run or never will (its connection is gone), so "no record" means no job refers to
+    the file. With Redis away for longer than an hour the file stays (logged).
+    """
+    deadline = time.monotonic() + ORPHAN_CHECK_FOR_SECONDS
+    while time.monotonic() < deadline:
+        await asyncio.sleep(ORPHAN_CHECK_SECONDS)
+        try:
+            async with asyncio.timeout(5):
+                exists = await c.aredis.exists(job_key(job_id))
+        except TimeoutError:
+            continue
+        except BROKER_ERRORS:
+            continue
+        if not exists:
+            original.unlink(missing_ok=True)
+        return
+    log.warning("job %s: Redis unreachable for an hour; its upload stays at %s", job_id, original)
 
 
 def _probe_and_store(c: AppContext, temp: Path, original: Path) -> None:

@@ -7,9 +7,15 @@ import io
 
 import pytest
 from PIL import Image
+from starlette.testclient import TestClient
 
+from api.app import create_app
 from tests import factories
-from tests.helpers import queue_lengths, wait_state
+from tests.helpers import queue_lengths, wait_for, wait_state
+from tests.redis_proxy import RedisProxy
+from worker.catalog import THUMBNAILS
+from worker.enqueue import submit
+from worker.settings import Settings
 
 
 def _nothing_queued(rclient, settings) -> None:
@@ -195,3 +201,57 @@ def test_streamed_upload_is_not_read_past_the_limit(api, settings):
     asyncio.run(api.app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert pulled * len(chunk) <= limit + 2 * len(chunk), "stopped reading at the limit"
+
+
+def test_upload_whose_enqueue_outcome_is_unknown_keeps_its_original(
+    redis_server, env, start_worker, store, celery_app
+):
+    """The create script ran but its reply was lost: the client got 503 and retries with
+    its key, and receives that job, which must find its original to run."""
+    # Loaded before the reply loss: a first EVALSHA would otherwise be refused unrun.
+    submit(store, celery_app, "debug.noop", {}, "low")
+    proxy = RedisProxy(redis_server.port)
+    settings = Settings.from_env({**env, "BGWORKER_REDIS_URL": proxy.url})
+    headers = {"Content-Type": "image/jpeg", "Idempotency-Key": "upload-1"}
+    body = factories.photo_jpeg(640, 480)
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+            proxy.drop_script_replies = True
+            first = api.post("/v1/images", content=body, headers=headers)
+            proxy.drop_script_replies = False
+            assert first.status_code == 503, first.text
+            [job] = [
+                j
+                for key in store.client.scan_iter("bgworker:job:*")
+                if not key.endswith(b":events")
+                and (j := store.get(key.decode().rsplit(":", 1)[1])) is not None
+                and j.kind == THUMBNAILS
+            ]
+            assert job.state == "queued", "the script ran though its reply was lost"
+
+            start_worker()
+            again = api.post("/v1/images", content=body, headers=headers)
+            assert again.status_code == 202, again.text
+            assert again.json()["id"] == job.id
+            done = wait_state(store, job.id, "succeeded", "failed", "dead")
+            assert done.state == "succeeded", done.error
+    finally:
+        proxy.close()
+
+
+def test_upload_refused_while_redis_is_down_leaves_no_original(api, redis_server, settings):
+    """No job was made: once Redis answers that, the stored original goes."""
+    body = factories.photo_jpeg(320, 240)
+    redis_server.stop()
+    try:
+        resp = api.post("/v1/images", content=body, headers={"Content-Type": "image/jpeg"})
+        assert resp.status_code == 503, resp.text
+        originals = settings.storage_dir / "originals"
+        assert [p for p in originals.rglob("*") if p.is_file()], "kept while unknown"
+    finally:
+        redis_server.start()
+    wait_for(
+        lambda: not [p for p in originals.rglob("*") if p.is_file()],
+        timeout=30,
+        what="the orphaned original to be deleted",
+    )
