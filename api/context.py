@@ -17,6 +17,7 @@ from starlette.requests import Request
 
 from api.metrics import RedisCollector
 from api.scheduler import promote_forever, reap_forever
+from worker import redis_client
 from worker.celery_app import BgworkerCelery, create_celery
 from worker.jobs import AsyncJobStore, JobStore
 from worker.message import message_builder
@@ -48,14 +49,14 @@ def lifespan_for(settings: Settings) -> Lifespan:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppContext]]:
         # Short timeouts: with Redis down, a request must fail fast with 503, not hang.
-        sync_client = redis.Redis.from_url(
-            settings.redis_url,
+        sync_client = redis_client.sync_client(
+            settings,
             socket_connect_timeout=1,
             socket_timeout=5,
             health_check_interval=30,
         )
-        async_client = aioredis.Redis.from_url(
-            settings.redis_url,
+        async_client = redis_client.async_client(
+            settings,
             socket_connect_timeout=1,
             health_check_interval=30,
         )

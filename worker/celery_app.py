@@ -13,6 +13,7 @@ from kombu import Queue
 
 from worker.jobs import JobStore
 from worker.queues import DEFAULT_QUEUE, QUEUES
+from worker.redis_client import broker_transport_options, broker_url, sync_client
 from worker.settings import Settings
 from worker.storage import Storage
 
@@ -28,10 +29,8 @@ class BgworkerCelery(Celery):
     @cached_property
     def store(self) -> JobStore:
         # Created on first use in each process: redis-py pools must not cross a fork.
-        import redis
-
-        client = redis.Redis.from_url(
-            self.settings.redis_url,
+        client = sync_client(
+            self.settings,
             socket_connect_timeout=2,
             socket_timeout=10,
             health_check_interval=30,
@@ -46,7 +45,7 @@ class BgworkerCelery(Celery):
 def create_celery(settings: Settings, *, with_tasks: bool = False) -> BgworkerCelery:
     app = BgworkerCelery(
         "bgworker",
-        broker=settings.redis_url,
+        broker=broker_url(settings),
         include=_task_modules(settings) if with_tasks else [],
         set_as_current=with_tasks,
     )
@@ -60,22 +59,24 @@ def create_celery(settings: Settings, *, with_tasks: bool = False) -> BgworkerCe
         task_queues=[Queue(q, routing_key=q) for q in QUEUES],
         task_default_queue=DEFAULT_QUEUE,
         task_create_missing_queues=False,
-        broker_transport_options={
-            "queue_order_strategy": "priority",  # critical before default before low
-            "visibility_timeout": settings.visibility_timeout,
+        # With Sentinel, also the master name and the sentinels' connection arguments.
+        broker_transport_options=broker_transport_options(
+            settings,
+            queue_order_strategy="priority",  # critical before default before low
+            visibility_timeout=settings.visibility_timeout,
             # kombu restores expired unacked messages only inside live workers, every
             # interval * throttle seconds: make the interval the only knob.
-            "unacked_restore_interval": settings.restore_interval,
-            "unacked_restore_throttle": 1,
+            unacked_restore_interval=settings.restore_interval,
+            unacked_restore_throttle=1,
             # Workers take turns restoring under a lock that a worker killed mid-scan (or a
             # Redis restart, from its append-only file) leaves behind until it expires;
             # kombu's 300 s froze every redelivery for five minutes. A scan takes
             # milliseconds, and a restore is one transaction, so two scans at once after
             # an early expiry cannot restore a message twice.
-            "unacked_mutex_expire": settings.restore_interval,
-            "socket_connect_timeout": 2,
-            "socket_timeout": 10,
-        },
+            unacked_mutex_expire=settings.restore_interval,
+            socket_connect_timeout=2,
+            socket_timeout=10,
+        ),
         broker_connection_retry_on_startup=True,
         # A publish to an unreachable Redis must fail fast: the API answers 503.
         task_publish_retry_policy={

@@ -162,13 +162,14 @@ def cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
     import redis
 
     from worker.queues import report
+    from worker.redis_client import sync_client
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    client = sync_client(settings, socket_connect_timeout=2)
     try:
         data = report(client)
     except redis.ConnectionError as exc:
         print(
-            f"bgworker: cannot reach Redis at {settings.redis_url_redacted}: {exc}",
+            f"bgworker: cannot reach Redis at {settings.redis_location}: {exc}",
             file=sys.stderr,
         )
         return 1
@@ -188,9 +189,10 @@ def cmd_dead(settings: Settings, args: argparse.Namespace) -> int:
     from worker.celery_app import create_celery
     from worker.enqueue import replay_dead
     from worker.jobs import JobStore
+    from worker.redis_client import sync_client
 
     store = JobStore(
-        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2),
+        sync_client(settings, socket_connect_timeout=2),
         settings.job_retention_seconds,
     )
     try:
@@ -204,7 +206,7 @@ def cmd_dead(settings: Settings, args: argparse.Namespace) -> int:
             message = job.error["message"] if job.error else ""
             print(f"{job.id}  {job.kind:<18} attempts={job.attempts}  {message}")
     except redis.RedisError as exc:
-        print(f"bgworker: Redis at {settings.redis_url_redacted} failed: {exc}", file=sys.stderr)
+        print(f"bgworker: Redis at {settings.redis_location} failed: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -220,7 +222,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.replace(state_dir=state_dir, storage_dir=state_dir / "storage")
         env["BGWORKER_STATE_DIR"] = str(args.state_dir)
         env.pop("BGWORKER_STORAGE_DIR", None)
-    if not settings.redis_url_from_env:
+    if not settings.redis_url_from_env and not settings.uses_sentinel:
         # Two instances on one data directory would share one Redis' data: the second
         # would run the first one's jobs again. The lock goes when the process does.
         lock = state_lock(settings.state_dir)

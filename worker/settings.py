@@ -47,6 +47,13 @@ class Settings:
     redis_url_from_env: bool = False
     # Kept apart from the URL so it can come from a Secret as it is: any character works.
     redis_password: str = field(default="", repr=False)
+    # Redis Sentinel: when sentinels are given, every client asks them for the current
+    # primary of ``redis_sentinel_master`` (redis_url is then unused, and refused if set).
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
+    # The sentinels' own password (their requirepass); redis_password is the primary's.
+    redis_sentinel_password: str = field(default="", repr=False)
+    redis_sentinel_db: int = 0
     state_dir: Path = Path(".bgworker")
     storage_dir: Path = Path(".bgworker/storage")
     thumbnail_widths: tuple[int, ...] = (320, 640, 1280)
@@ -101,7 +108,7 @@ class Settings:
         if "storage_dir" not in values and "state_dir" in values:
             values["storage_dir"] = Path(str(values["state_dir"])) / "storage"
         values["redis_url_from_env"] = "redis_url" in values
-        if values.get("redis_password"):
+        if values.get("redis_password") and not values.get("redis_sentinels"):
             url = str(values.get("redis_url", cls.redis_url))
             try:
                 values["redis_url"] = _with_password(url, str(values["redis_password"]))
@@ -117,6 +124,7 @@ class Settings:
 
     def check(self) -> None:
         """Cross-field rules that single-variable parsing cannot see."""
+        self._check_sentinel()
         if self.soft_time_limit >= self.time_limit:
             raise SettingsError(
                 f"BGWORKER_SOFT_TIME_LIMIT ({self.soft_time_limit}) must be below "
@@ -140,6 +148,50 @@ class Settings:
             raise SettingsError(
                 f"BGWORKER_WORKER_QUEUES names unknown queue(s) {bad}; use some of {list(QUEUES)}"
             )
+
+    def _check_sentinel(self) -> None:
+        if not self.redis_sentinels:
+            orphans = [
+                var
+                for var, value in (
+                    ("BGWORKER_REDIS_SENTINEL_MASTER", self.redis_sentinel_master),
+                    ("BGWORKER_REDIS_SENTINEL_PASSWORD", self.redis_sentinel_password),
+                    ("BGWORKER_REDIS_SENTINEL_DB", self.redis_sentinel_db),
+                )
+                if value
+            ]
+            if orphans:
+                raise SettingsError(
+                    f"{', '.join(orphans)} given without BGWORKER_REDIS_SENTINELS "
+                    "(host:port,host:port,... of the sentinels)"
+                )
+            return
+        if not self.redis_sentinel_master:
+            raise SettingsError(
+                "BGWORKER_REDIS_SENTINELS needs BGWORKER_REDIS_SENTINEL_MASTER, the name the "
+                "sentinels monitor the primary under (`sentinel monitor <name> ...`)"
+            )
+        if self.redis_url_from_env:
+            raise SettingsError(
+                "BGWORKER_REDIS_URL and BGWORKER_REDIS_SENTINELS are both set; give one: with "
+                "sentinels the primary's address comes from them (its password from "
+                "BGWORKER_REDIS_PASSWORD, its database from BGWORKER_REDIS_SENTINEL_DB)"
+            )
+
+    @property
+    def uses_sentinel(self) -> bool:
+        return bool(self.redis_sentinels)
+
+    @property
+    def redis_location(self) -> str:
+        """Where Redis is, for messages and logs, without any password."""
+        if not self.redis_sentinels:
+            return self.redis_url_redacted
+        sentinels = ",".join(f"{host}:{port}" for host, port in self.redis_sentinels)
+        return (
+            f"the primary {self.redis_sentinel_master!r} (db {self.redis_sentinel_db}) "
+            f"of sentinels {sentinels}"
+        )
 
     def limits_for(self, task: str) -> TimeLimits:
         """Time limits of one task (its own, else the global pair)."""
@@ -247,6 +299,34 @@ def _with_password(url: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port,...`` (port 26379 when left out; ``[v6]:port`` for IPv6)."""
+    sentinels = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        if item.startswith("["):  # [v6] or [v6]:port
+            host, _, rest = item[1:].partition("]")
+            port = rest.removeprefix(":") or "26379"
+        elif item.count(":") == 1:
+            host, _, port = item.partition(":")
+        else:  # a name without port, or a bare IPv6 address
+            host, port = item, "26379"
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r}: expected host:port")
+        sentinels.append((host, int(port)))
+    if not sentinels:
+        raise ValueError("expected host:port,host:port,... of the sentinels")
+    return tuple(sentinels)
+
+
+def _sentinel_master(raw: str) -> str:
+    name = raw.strip()
+    if not name or any(c.isspace() for c in name):
+        raise ValueError("expected the master name the sentinels monitor, without spaces")
+    return name
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -263,6 +343,10 @@ def _redis_url(raw: str) -> str:
 _ENV_FIELDS: dict[str, Callable[[str], object]] = {
     "redis_url": _redis_url,
     "redis_password": str,
+    "redis_sentinels": _sentinels,
+    "redis_sentinel_master": _sentinel_master,
+    "redis_sentinel_password": str,
+    "redis_sentinel_db": _positive(int, 0),
     "state_dir": Path,
     "storage_dir": Path,
     "thumbnail_widths": _widths,

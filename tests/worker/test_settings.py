@@ -139,3 +139,74 @@ def _pong(port: int) -> bool:
         return redis.Redis(port=port, password=AWKWARD_PASSWORD).ping()
     except redis.ConnectionError:
         return False
+
+
+SENTINEL_ENV = {
+    "BGWORKER_REDIS_SENTINELS": "s1:26379, s2:26380,[::1]:26381,s4",
+    "BGWORKER_REDIS_SENTINEL_MASTER": "bgmaster",
+}
+
+
+def test_sentinel_settings_parse_and_keep_passwords_out_of_repr():
+    s = Settings.from_env(
+        {
+            **SENTINEL_ENV,
+            "BGWORKER_REDIS_PASSWORD": AWKWARD_PASSWORD,
+            "BGWORKER_REDIS_SENTINEL_PASSWORD": "sentinel-secret",
+            "BGWORKER_REDIS_SENTINEL_DB": "2",
+        }
+    )
+    assert s.uses_sentinel
+    assert s.redis_sentinels == (("s1", 26379), ("s2", 26380), ("::1", 26381), ("s4", 26379))
+    assert (s.redis_sentinel_master, s.redis_sentinel_db) == ("bgmaster", 2)
+    assert s.redis_password == AWKWARD_PASSWORD
+    for shown in (repr(s), s.redis_location):
+        assert AWKWARD_PASSWORD not in shown and "sentinel-secret" not in shown
+    assert "bgmaster" in s.redis_location and "s2:26380" in s.redis_location
+
+
+def test_sentinel_broker_url_and_transport_options_reach_kombu():
+    from kombu.utils.url import _parse_url
+
+    from worker.redis_client import broker_transport_options, broker_url
+
+    s = Settings.from_env(
+        {
+            **SENTINEL_ENV,
+            "BGWORKER_REDIS_PASSWORD": AWKWARD_PASSWORD,
+            "BGWORKER_REDIS_SENTINEL_PASSWORD": "sentinel-secret",
+        }
+    )
+    conn = kombu.Connection(broker_url(s))
+    assert conn.transport_cls == "sentinel"
+    assert (conn.hostname, conn.port, conn.password) == ("s1", 26379, AWKWARD_PASSWORD)
+    # What kombu's SentinelChannel reads from each alternative URL.
+    parsed = [_parse_url(alt) for alt in conn.alt]
+    assert [(u.hostname, u.port) for u in parsed] == list(s.redis_sentinels)
+    assert {(u.password, u.path) for u in parsed} == {(AWKWARD_PASSWORD, "0")}
+    options = broker_transport_options(s, socket_timeout=10, visibility_timeout=5)
+    assert options["master_name"] == "bgmaster"
+    assert options["sentinel_kwargs"] == {"socket_timeout": 10, "password": "sentinel-secret"}
+    assert create_celery(s).conf.broker_transport_options["master_name"] == "bgmaster"
+    # Without sentinels nothing changes.
+    plain = Settings.from_env({})
+    assert broker_url(plain) == plain.redis_url
+    assert broker_transport_options(plain, socket_timeout=10) == {"socket_timeout": 10}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BGWORKER_REDIS_SENTINELS": "s1:26379"}, "needs BGWORKER_REDIS_SENTINEL_MASTER"),
+        ({"BGWORKER_REDIS_SENTINEL_MASTER": "m"}, "without BGWORKER_REDIS_SENTINELS"),
+        ({"BGWORKER_REDIS_SENTINEL_PASSWORD": "x"}, "without BGWORKER_REDIS_SENTINELS"),
+        ({"BGWORKER_REDIS_SENTINEL_DB": "1"}, "without BGWORKER_REDIS_SENTINELS"),
+        ({**SENTINEL_ENV, "BGWORKER_REDIS_URL": "redis://r:6379/0"}, "both set"),
+        ({"BGWORKER_REDIS_SENTINELS": "s1:port"}, "BGWORKER_REDIS_SENTINELS"),
+        ({"BGWORKER_REDIS_SENTINELS": " , "}, "BGWORKER_REDIS_SENTINELS"),
+        ({**SENTINEL_ENV, "BGWORKER_REDIS_SENTINEL_MASTER": "my master"}, "MASTER"),
+    ],
+)
+def test_sentinel_misconfiguration_is_named(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)

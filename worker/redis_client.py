@@ -1,0 +1,121 @@
+"""Every Redis client of bgworker is made here: plain Redis or a Sentinel-managed primary.
+
+The API, the workers, Celery's broker connection and the command line all reach Redis
+through these functions, so pointing bgworker at Sentinel (``BGWORKER_REDIS_SENTINELS``)
+changes every one of them at once. With Sentinel, redis-py's ``Sentinel.master_for``
+(and kombu's ``sentinel://`` transport, which uses it) asks the sentinels for the
+current primary on each new connection and drops a connection whose server has become
+a replica; nothing here follows a failover by hand. Callers pass the same timeout and
+health-check arguments in both cases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import redis
+import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
+import redis.sentinel
+
+from worker.settings import Settings
+
+
+class _SentinelRedis(redis.Redis):
+    """A primary's client whose ``close()`` also closes its connections to the sentinels."""
+
+    def close(self) -> None:
+        super().close()
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        if manager is not None:
+            manager.close()
+
+
+class _AsyncSentinelRedis(aioredis.Redis):
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        if manager is not None:
+            await manager.aclose()
+
+
+def sync_client(settings: Settings, **options: Any) -> redis.Redis:
+    """A client of the Redis bgworker uses; ``options`` are redis-py connection arguments
+    (timeouts, health checks), applied to the primary's connections and, for their
+    ``socket_*`` part, to the sentinels'."""
+    if not settings.uses_sentinel:
+        return redis.Redis.from_url(settings.redis_url, **options)
+    # redis-py's sync Sentinel is untyped; its asyncio twin is typed.
+    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        list(settings.redis_sentinels), sentinel_kwargs=_sentinel_kwargs(settings, options)
+    )
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        settings.redis_sentinel_master,
+        redis_class=_SentinelRedis,
+        **_primary_kwargs(settings, options),
+    )
+    return client
+
+
+def async_client(settings: Settings, **options: Any) -> aioredis.Redis:
+    """The asyncio twin of :func:`sync_client` (``redis.asyncio``, ``redis.asyncio.sentinel``)."""
+    if not settings.uses_sentinel:
+        return aioredis.Redis.from_url(settings.redis_url, **options)
+    sentinel = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
+        list(settings.redis_sentinels), sentinel_kwargs=_sentinel_kwargs(settings, options)
+    )
+    client: aioredis.Redis = sentinel.master_for(
+        settings.redis_sentinel_master,
+        redis_class=_AsyncSentinelRedis,
+        **_primary_kwargs(settings, options),
+    )
+    return client
+
+
+def broker_url(settings: Settings) -> str:
+    """Celery's broker URL: the Redis URL, or kombu's ``sentinel://h:p/db;sentinel://...``.
+
+    Each sentinel's URL carries the primary's password and database (kombu reads them from
+    the URL it is connected through, and moves to the next one if a sentinel is down).
+    """
+    if not settings.uses_sentinel:
+        return settings.redis_url
+    auth = f":{quote(settings.redis_password, safe='')}@" if settings.redis_password else ""
+    return ";".join(
+        f"sentinel://{auth}{_netloc(host, port)}/{settings.redis_sentinel_db}"
+        for host, port in settings.redis_sentinels
+    )
+
+
+def broker_transport_options(settings: Settings, **options: Any) -> dict[str, Any]:
+    """What kombu's Redis transport needs beyond ``options`` to reach the primary: for
+    Sentinel, ``master_name`` and ``sentinel_kwargs`` (the sentinels' password and
+    timeouts; kombu's keys, ``kombu/transport/redis.py`` ``SentinelChannel``)."""
+    if not settings.uses_sentinel:
+        return dict(options)
+    return {
+        **options,
+        "master_name": settings.redis_sentinel_master,
+        "sentinel_kwargs": _sentinel_kwargs(settings, options),
+    }
+
+
+def _sentinel_kwargs(settings: Settings, options: dict[str, Any]) -> dict[str, Any]:
+    # redis-py's own default for the sentinels' connections is the socket_* options;
+    # a password for them must be given here, apart from the primary's.
+    kwargs = {k: v for k, v in options.items() if k.startswith("socket_")}
+    if settings.redis_sentinel_password:
+        kwargs["password"] = settings.redis_sentinel_password
+    return kwargs
+
+
+def _primary_kwargs(settings: Settings, options: dict[str, Any]) -> dict[str, Any]:
+    kwargs = {**options, "db": settings.redis_sentinel_db}
+    if settings.redis_password:
+        kwargs["password"] = settings.redis_password
+    return kwargs
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
