@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import drain, enqueue, memory, overhead, report, thumbs
+from bench import drain, enqueue, memory, overhead, report, sections, thumbs
 from bench.common import REPO, loadavg, log
 from bench.inputs import make_inputs
 from worker.redis_server import RedisServer
@@ -111,20 +111,9 @@ def main() -> int:
     charts.mkdir(parents=True, exist_ok=True)
     (charts / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     text = report.render(results, charts, args.out.parent)
-    args.out.write_text(text + cluster_section(args.out))
+    args.out.write_text(text + sections.kept(args.out))
     log(f"wrote {args.out} in {(time.time() - started) / 60:.1f} min")
     return 0
-
-
-def cluster_section(doc: Path) -> str:
-    """The "On a real cluster" section the cluster suite wrote (tests/e2e/kind/figures.py):
-    kept, since this run does not measure it."""
-    begin, end = "<!-- cluster-figures:begin", "<!-- cluster-figures:end -->"
-    old = doc.read_text() if doc.is_file() else ""
-    if begin not in old or end not in old:
-        return ""
-    start = old.index(begin)
-    return "\n" + old[start : old.index(end, start) + len(end)] + "\n"
 
 
 if __name__ == "__main__":

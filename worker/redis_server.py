@@ -31,9 +31,12 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process with append-only persistence under ``data_dir``."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, appendfsync: str = "everysec"
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,7 +62,7 @@ class RedisServer:
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "everysec",
+                self.appendfsync,
                 "--save",
                 "",
                 "--protected-mode",
