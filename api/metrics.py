@@ -30,6 +30,7 @@ from worker.jobs import (
     text,
 )
 from worker.queues import in_flight, read_depths
+from worker.reaper import STATS_REAPED
 
 
 class RedisCollector(Collector):
@@ -61,6 +62,12 @@ class RedisCollector(Collector):
             "bgworker_jobs_scheduled",
             "Jobs waiting for their delay or retry backoff to pass",
             value=self.client.zcard(SCHEDULED_SET),
+        )
+        yield CounterMetricFamily(
+            "bgworker_jobs_requeued_lost",
+            "Jobs whose message was lost in transit (popped, never registered in unacked) "
+            "and that the API's reaper queued again",
+            value=int(self.client.get(STATS_REAPED) or 0),
         )
         yield GaugeMetricFamily(
             "bgworker_dead_letter_size",

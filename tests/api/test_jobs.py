@@ -187,6 +187,7 @@ def test_metrics_expose_depths_states_dead_letters_and_durations(api, start_work
         'bgworker_job_duration_seconds_count{task="debug.noop"} 1.0',
         "bgworker_jobs_in_flight",
         "# TYPE bgworker_job_failures_total counter",
+        "bgworker_jobs_requeued_lost_total 0.0",
     ):
         assert name in text, name
     assert 'bgworker_queue_depth{queue="low"} 1.0' in text, "the low queue is not consumed"
