@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from api.context import lifespan_for
 from api.errors import HANDLERS
+from api.headers import SecurityHeaders
 from api.routes import images, jobs, ops
 from worker.settings import Settings
 
@@ -15,5 +17,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=[*images.routes, *jobs.routes, *ops.routes],
         exception_handlers=HANDLERS,
+        middleware=[Middleware(SecurityHeaders)],
         lifespan=lifespan_for(settings),
     )

@@ -30,14 +30,15 @@ async def on_bgworker_error(request: Request, exc: Exception) -> Response:
 
 
 async def on_broker_error(request: Request, exc: Exception) -> Response:
+    # The detail (Redis' address, its error text) is for the log, not for clients.
     log.warning("Redis unavailable while serving %s %s: %s", request.method, request.url.path, exc)
     if isinstance(exc, redis.exceptions.OutOfMemoryError):
         message = (
-            "Redis is full (maxmemory reached), so no new job is accepted: retry later, "
-            f"once the workers have drained the queues or Redis has more memory ({exc})"
+            "the job broker is full, so no new job is accepted: retry later, once the "
+            "workers have drained the queues (operators: Redis reached its maxmemory)"
         )
     else:
-        message = f"Redis is unreachable; retry in a few seconds ({exc})"
+        message = "the job broker is unavailable; retry in a few seconds"
     return await on_bgworker_error(request, BrokerUnavailable(message))
 
 

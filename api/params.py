@@ -6,11 +6,20 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from worker.errors import InvalidRequest
-from worker.jobs import Job
+from worker.errors import InvalidRequest, NotFound
+from worker.jobs import Job, valid_id
 from worker.queues import DEFAULT_QUEUE, QUEUES
 
 MAX_IDEMPOTENCY_KEY = 200
+
+
+def job_id(request: Request) -> str:
+    """The ``{id}`` of the path, checked before anything reaches Redis: 404 for anything
+    that is not one of our ids (a key of another kind must never be addressed)."""
+    value: str = request.path_params["id"]
+    if not valid_id(value):
+        raise NotFound(f"no job {value[:80]!r}: job ids are 32 lowercase hex characters")
+    return value
 
 
 def priority(value: str | None) -> str:

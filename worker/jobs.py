@@ -377,6 +377,8 @@ class JobStore:
         Returns ``(record after the change, previous state)``, or ``(None, current state)``
         when the job is missing or in a state that does not allow the change.
         """
+        if not valid_id(job_id):  # a key of another kind (say "<id>:events") is never touched
+            return None, None
         if push is not None:
             flags += "p"
         argv: list[Any] = [

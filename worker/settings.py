@@ -222,6 +222,17 @@ class Settings:
         host = parts.netloc.rpartition("@")[2]
         return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
+    def __repr__(self) -> str:
+        # Logged and shown in tracebacks: the URL only with its password masked, and no
+        # field holding a secret (those are declared repr=False).
+        shown = []
+        for f in dataclasses.fields(self):
+            if not f.repr:
+                continue
+            value = self.redis_url_redacted if f.name == "redis_url" else getattr(self, f.name)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 

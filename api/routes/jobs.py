@@ -61,17 +61,17 @@ def _delay(value: Any, maximum: int) -> float:
 
 
 async def get_job(request: Request) -> Response:
-    job = await run_in_threadpool(ctx(request).store.require, request.path_params["id"])
+    job = await run_in_threadpool(ctx(request).store.require, params.job_id(request))
     return JSONResponse(job.public())
 
 
 async def cancel_job(request: Request) -> Response:
-    job = await run_in_threadpool(ctx(request).store.cancel, request.path_params["id"])
+    job = await run_in_threadpool(ctx(request).store.cancel, params.job_id(request))
     return JSONResponse(job.public())
 
 
 async def job_events(request: Request) -> Response:
-    return await stream_events(request, request.path_params["id"])
+    return await stream_events(request, params.job_id(request))
 
 
 async def list_dead(request: Request) -> Response:
@@ -90,7 +90,7 @@ def _dead_view(job: Any) -> dict[str, Any]:
 
 async def retry_dead(request: Request) -> Response:
     c = ctx(request)
-    job = await run_in_threadpool(replay_dead, c.store, c.celery, request.path_params["id"])
+    job = await run_in_threadpool(replay_dead, c.store, c.celery, params.job_id(request))
     return params.accepted(job)
 
 

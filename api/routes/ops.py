@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -13,6 +15,8 @@ from api.errors import RETRY_AFTER_SECONDS, error_response
 from worker.enqueue import BROKER_ERRORS
 from worker.queues import report
 
+log = logging.getLogger(__name__)
+
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
@@ -22,10 +26,11 @@ async def readyz(request: Request) -> Response:
     try:
         await ctx(request).aredis.ping()
     except BROKER_ERRORS as exc:
+        log.warning("not ready: Redis unreachable: %s", exc)  # the detail stays in the log
         return error_response(
             503,
             "broker_unavailable",
-            f"Redis is unreachable: {exc}",
+            "the job broker is unavailable",
             {"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     return JSONResponse({"status": "ready"})

@@ -9,6 +9,7 @@ import pytest
 
 from tests import factories
 from tests.helpers import queue_lengths, wait_for, wait_state
+from worker.enqueue import submit
 
 
 def post_job(api, task="debug.sleep", args=None, **extra):
@@ -163,6 +164,8 @@ def test_redis_down_gives_503_then_recovers_without_restarting_the_api(api, redi
         assert resp.status_code == 503, resp.text
         assert resp.json()["error"]["code"] == "broker_unavailable"
         assert int(resp.headers["retry-after"]) > 0
+        # Where Redis lives, and its own error text, stay in the log.
+        assert str(redis_server.port) not in resp.text and "127.0.0.1" not in resp.text
     assert api.get("/healthz").status_code == 200, "the process itself is alive"
 
     redis_server.start()
@@ -272,3 +275,45 @@ def test_a_published_job_leaves_no_safety_net_behind(api, rclient):
     post_job(api, task="debug.noop")
     assert queue_lengths(rclient)["default"] == 1
     assert api.get("/v1/queues").json()["scheduled"] == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/jobs/{id}:events"),
+        ("DELETE", "/v1/jobs/{id}:events"),
+        ("GET", "/v1/jobs/{id}:events/events"),
+        ("POST", "/v1/dead/{id}:events/retry"),
+        ("GET", "/v1/jobs/..%2F{id}"),
+        ("DELETE", "/v1/jobs/{ID}"),
+    ],
+)
+def test_ids_not_of_our_format_answer_404_and_touch_nothing(
+    api, store, celery_app, rclient, method, path
+):
+    """Before any Redis key is built from it: "<id>:events" is the job's event stream."""
+    job_id = submit(store, celery_app, "debug.noop", {}, "low")[0].id
+    before = {k: rclient.type(k) for k in rclient.scan_iter()}
+    resp = api.request(method, path.format(id=job_id, ID=job_id.upper()))
+    assert resp.status_code == 404, resp.text
+    assert resp.json()["error"]["code"] == "not_found"
+    assert {k: rclient.type(k) for k in rclient.scan_iter()} == before
+    assert store.require(job_id).state == "queued"
+
+
+def test_every_response_forbids_content_sniffing(api, start_worker, store):
+    job = post_job(api, task="debug.noop")
+    for resp in (
+        job,
+        api.get("/healthz"),
+        api.get(job.json()["links"]["self"]),
+        api.get("/v1/jobs/nope"),
+        api.get("/metrics"),
+        api.get("/v1/images/" + "a" * 32 + "/640"),
+        api.post("/v1/jobs", content=b"{"),
+    ):
+        assert resp.headers["x-content-type-options"] == "nosniff", resp.request.url
+    start_worker()
+    wait_state(store, job.json()["id"], "succeeded")
+    with api.stream("GET", job.json()["links"]["events"]) as events:
+        assert events.headers["x-content-type-options"] == "nosniff"

@@ -91,5 +91,5 @@ def test_api_answers_503_when_redis_is_full(chart_redis, tmp_path):
     assert answer.status_code == 503, answer.text
     error = answer.json()["error"]
     assert error["code"] == "broker_unavailable"
-    assert "Redis is full" in error["message"]
+    assert "the job broker is full" in error["message"]
     assert answer.headers["Retry-After"]

@@ -210,3 +210,16 @@ def test_sentinel_broker_url_and_transport_options_reach_kombu():
 def test_sentinel_misconfiguration_is_named(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_repr_never_shows_a_password():
+    secret = "s3cr3t:/@pw"
+    settings = Settings.from_env(
+        {"BGWORKER_REDIS_URL": "redis://redis:6379/0", "BGWORKER_REDIS_PASSWORD": secret}
+    )
+    assert secret in settings.redis_url or "s3cr3t" in settings.redis_url  # it is used
+    for shown in (repr(settings), str(settings), f"{settings!r}"):
+        assert "s3cr3t" not in shown, shown
+    assert "redis_url='redis://:***@redis:6379/0'" in repr(settings)
+    in_url = Settings.from_env({"BGWORKER_REDIS_URL": "redis://u:hunter2@redis:6379/0"})
+    assert "hunter2" not in repr(in_url)
