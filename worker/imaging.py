@@ -22,6 +22,7 @@ from PIL import (
     Image,
     ImageCms,
     ImageFile,
+    ImageMath,
     ImageOps,
     JpegImagePlugin,
     PngImagePlugin,
@@ -36,7 +37,14 @@ ACCEPTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "GIF"})
 _UNSUPPORTED = (
     "unsupported image format: the content must be "
     + ", ".join(sorted(ACCEPTED_FORMATS))
-    + " (recognised from the bytes themselves, not the file name or Content-Type)"
+    + " (recognised from the bytes themselves, not the file name or Content-Type); "
+    "save or export the picture in one of these formats and upload that file"
+)
+
+# What a user can do about a file that cannot be read, whatever Pillow said about it.
+_RESAVE = (
+    "open it in an image viewer or editor, save it again as JPEG, PNG, WebP or GIF, "
+    "and upload that file"
 )
 
 # Pillow's header readers, needed only when Pillow's own bomb guard refuses an image
@@ -59,6 +67,11 @@ _TURNS = frozenset({2, 3, 4, 5, 6, 7, 8})
 
 _WEBP_MAX_SIDE = 16383
 
+# Largest ICC profile copied into thumbnails. Camera and display profiles (sRGB 3 KB,
+# Display P3 and Adobe RGB under 1 KB) are far smaller; anything bigger is mostly text or
+# tables nobody needs in a public thumbnail, so its colours are converted to sRGB instead.
+ICC_MAX_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -67,6 +80,13 @@ class ImageInfo:
     format: str
     width: int
     height: int
+    # Frames (pictures) in the file, counted only when asked: 1 for a still image.
+    frames: int = 1
+
+    @property
+    def animated(self) -> bool:
+        """An animation (GIF, APNG, WebP); an MPO JPEG's further pictures are views, not frames."""
+        return self.frames > 1 and self.format != "JPEG"
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -86,17 +106,25 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def probe(path: pathlib.Path, max_pixels: int) -> ImageInfo:
+def probe(path: pathlib.Path, max_pixels: int, *, count_frames: bool = False) -> ImageInfo:
     """Check an upload cheaply, from its header only, and describe it.
 
     Raises UnsupportedMediaType, InvalidImage or ImageTooLarge, the same way
     make_thumbnails would, so a job is queued only when it has a chance to succeed.
     Pixel data is never decoded, so this is safe to run in the HTTP process.
+    ``count_frames`` also counts the frames of an animation, which reads through the
+    whole file (still without decoding pixels).
     """
     with path.open("rb") as fp:
         fmt, im = _open(fp, max_pixels)
         with im:
-            return ImageInfo(fmt, im.width, im.height)
+            frames = 1
+            if count_frames:
+                try:
+                    frames = getattr(im, "n_frames", 1)
+                except _CORRUPT as exc:
+                    raise _unreadable(fmt, exc) from exc
+            return ImageInfo(fmt, im.width, im.height, frames)
 
 
 # WebP effort floor for every thumbnail but the largest (see make_thumbnails).
@@ -114,11 +142,15 @@ def make_thumbnails(
 ) -> dict[int, tuple[int, int]]:
     """Decode `src` once and hand over one metadata-free WebP per distinct width.
 
+    An animation (GIF, APNG, WebP) gives still thumbnails of its first frame.
+
     Calls ``on_thumbnail(width, webp_bytes)`` largest width first and returns
     ``{width: (w, h)}``. Widths are of the image as displayed (EXIF orientation
     applied); heights keep the aspect ratio; nothing is ever upscaled, so a width at
     or above the source's gives the source size. EXIF and XMP are never written
-    (they carry GPS positions); an RGB ICC profile is kept so colours stay right.
+    (they carry GPS positions); a working RGB ICC profile of at most ICC_MAX_BYTES is
+    kept so colours stay right, a larger one is applied (sRGB pixels, no profile) and
+    a broken one dropped (see _vet_icc).
 
     Speed comes from decoding a JPEG at reduced scale (libjpeg DCT scaling, just
     large enough for the biggest thumbnail) and from resizing each thumbnail from
@@ -144,7 +176,8 @@ def make_thumbnails(
                 full, current = _decode(im, fmt, targets[0])
                 current, icc = _to_rgb(current)
             except (*_CORRUPT, Image.DecompressionBombError) as exc:
-                raise InvalidImage(f"image data is truncated or corrupt: {exc}") from exc
+                raise _unreadable(fmt, exc) from exc
+            icc, to_srgb = _vet_icc(icc, current.mode)
 
             for width in targets:
                 size = _fit(width, full)
@@ -153,6 +186,10 @@ def make_thumbnails(
                     # more (a big PNG down to the first thumbnail), which Pillow documents
                     # as indistinguishable from plain LANCZOS.
                     current = current.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+                if to_srgb is not None:
+                    # Once, on the largest thumbnail rather than the full-size pixels.
+                    current = to_srgb.apply(current)
+                    to_srgb = None
                 # The largest thumbnail is most of the encode time and takes `method`; the
                 # smaller ones cost a quarter of it together and show artefacts soonest
                 # (more detail per pixel), so they get at least SMALL_THUMBNAIL_METHOD.
@@ -195,25 +232,43 @@ def _open(fp: BinaryIO, max_pixels: int) -> tuple[str, ImageFile.ImageFile]:
     except Image.DecompressionBombError as exc:
         # Only Pillow's WebP reader guards itself as well (from about 179 MP up).
         raise ImageTooLarge(
-            f"image has too many pixels: {exc} "
-            f"(the limit is {max_pixels:,} pixels, BGWORKER_MAX_PIXELS)"
+            f"the image has far more pixels than the limit of {max_pixels:,} "
+            f"(BGWORKER_MAX_PIXELS); {_SCALE_DOWN}"
         ) from exc
-    except UnidentifiedImageError as exc:
-        # Pillow's own message names the server-side path, which clients need not see.
+    except (UnidentifiedImageError, *_CORRUPT) as exc:
+        # Never Pillow's text: it names decoder internals and, for an unidentified
+        # file, the server-side path. The cause stays chained for the log.
         raise InvalidImage(
-            f"the content starts like {fmt} but its header is truncated or corrupt"
+            f"the file starts like a {_NAMES[fmt]} but its header is cut short or damaged, so the "
+            f"picture cannot be read; {_RESAVE}"
         ) from exc
-    except _CORRUPT as exc:
-        raise InvalidImage(f"the {fmt} header is truncated or corrupt: {exc}") from exc
 
     width, height = im.size
     if width * height > max_pixels:
         im.close()
         raise ImageTooLarge(
-            f"image is {width}x{height} = {width * height:,} pixels, more than the limit "
-            f"of {max_pixels:,} pixels (BGWORKER_MAX_PIXELS)"
+            f"the image is {width}x{height} = {width * height:,} pixels, more than the limit "
+            f"of {max_pixels:,} pixels (BGWORKER_MAX_PIXELS); {_SCALE_DOWN}"
         )
     return fmt, im
+
+
+_SCALE_DOWN = "scale the picture down (or crop it) below that and upload it again"
+
+
+# Formats as people write them, for messages.
+_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "GIF": "GIF", "WEBP": "WebP"}
+
+
+def _unreadable(fmt: str, exc: BaseException) -> InvalidImage:
+    """What to tell the user about pixel data Pillow could not decode (not Pillow's words)."""
+    fmt = _NAMES[fmt]
+    if isinstance(exc, EOFError) or "truncated" in str(exc):
+        return InvalidImage(
+            f"the file is not a complete {fmt}: it ends before the picture does (cut short, "
+            "as by an interrupted upload or copy); upload the whole file again"
+        )
+    return InvalidImage(f"the {fmt} file is corrupt: its picture data cannot be decoded; {_RESAVE}")
 
 
 def _decode(im: ImageFile.ImageFile, fmt: str, largest: int) -> tuple[tuple[int, int], Image.Image]:
@@ -257,12 +312,69 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, bytes | None]:
     if img.mode == "CMYK":
         return _cmyk_to_srgb(img, icc), None
     if img.mode in ("I", "I;16"):
-        # 16-bit grey (PNG): scale down, since convert() would clip all above 255.
-        img = img.point(lambda v: v / 256)
+        img = _sixteen_bit_grey(img)
     mode = "RGBA" if img.has_transparency_data else "RGB"
     if img.mode != mode:
         img = img.convert(mode)
     return img, icc if icc is not None and icc[16:20] == b"RGB " else None
+
+
+def _sixteen_bit_grey(img: Image.Image) -> Image.Image:
+    """16-bit grey (PNG) as 8-bit "L", or "LA" when a tRNS chunk names a transparent grey.
+
+    Scaled down, since convert() would clip all above 255; the transparent value is a
+    16-bit one, so it is matched against the pixels before scaling, not after.
+    """
+    grey = img.point(lambda v: v / 256).convert("L")
+    transparent = img.info.get("transparency")
+    if not isinstance(transparent, int):
+        return grey
+    alpha = ImageMath.lambda_eval(
+        lambda a: (a["im"] != transparent) * 255, im=img.convert("I")
+    ).convert("L")
+    return Image.merge("LA", (grey, alpha))
+
+
+def _vet_icc(
+    icc: bytes | None, mode: str
+) -> tuple[bytes | None, ImageCms.ImageCmsTransform | None]:
+    """Decide what an RGB(A) image's ICC profile becomes: ``(profile to embed, transform)``.
+
+    A profile littlecms can build a transform to sRGB from, and at most ICC_MAX_BYTES,
+    is kept byte for byte. A usable but larger one is not copied (it can carry hundreds
+    of kilobytes of anything in its text tags): the transform returned converts the
+    pixels to sRGB, which is what an untagged image means to browsers, and nothing is
+    embedded. A profile that does not work (fake, truncated, a header with no tags) is
+    dropped and the pixels are taken as sRGB as they are: right for the screenshots and
+    web images that carry such junk, a little dull for a wide-gamut photo whose real
+    profile was damaged.
+    """
+    if icc is None:
+        return None, None
+    if len(icc) <= ICC_MAX_BYTES:
+        return (icc, None) if _to_srgb_transform(icc, mode) is not None else (None, None)
+    return None, _to_srgb_transform.__wrapped__(icc, mode)
+
+
+@functools.lru_cache(maxsize=16)
+def _to_srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """A transform from `icc` to sRGB for `mode` pixels, or None if the profile is unusable.
+
+    Cached (small profiles only, see _vet_icc) because one camera or phone sends the
+    same profile with every photo and building a transform takes milliseconds.
+    """
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if profile.profile.xcolor_space != "RGB ":
+            return None
+        return ImageCms.buildTransform(profile, _srgb(), mode, mode)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+
+
+@functools.cache
+def _srgb() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def _cmyk_to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:

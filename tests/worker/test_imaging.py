@@ -26,9 +26,11 @@ from PIL import (
     WebPImagePlugin,
 )
 
+from tests import factories
 from worker.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
 from worker.imaging import (
     ACCEPTED_FORMATS,
+    ICC_MAX_BYTES,
     ImageInfo,
     make_thumbnails,
     placeholder,
@@ -37,7 +39,8 @@ from worker.imaging import (
 )
 
 MAX_PIXELS = 16_000_000
-SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+SRGB_ICC_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+SRGB_ICC = SRGB_ICC_PROFILE.tobytes()
 
 
 # --- builders ---------------------------------------------------------------------
@@ -234,7 +237,8 @@ def test_probe_refuses_other_formats_whatever_the_file_name(
 def test_probe_reports_a_broken_header_as_invalid(data: bytes, tmp_path: pathlib.Path) -> None:
     with pytest.raises(InvalidImage) as caught:
         probe(write(tmp_path, "x.png", data), MAX_PIXELS)
-    assert "truncated or corrupt" in caught.value.message
+    assert "header is cut short or damaged" in caught.value.message
+    assert "upload that file" in caught.value.message
     assert str(tmp_path) not in caught.value.message
 
 
@@ -258,6 +262,7 @@ def test_probe_refuses_too_many_pixels_from_the_header_alone(
     assert size in message
     assert "16,000,000" in message
     assert "BGWORKER_MAX_PIXELS" in message
+    assert "scale the picture down" in message
 
 
 def test_probe_treats_pillows_bomb_warning_as_too_large_when_warnings_are_errors(
@@ -424,14 +429,24 @@ def test_transparency_survives(mode: str, tmp_path: pathlib.Path) -> None:
     assert thumb.getpixel((90, 25))[3] == 255  # type: ignore[index]
 
 
-@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "MPO"])  # MPO: a JPEG some cameras write
-def test_multi_frame_files_give_their_first_frame(fmt: str, tmp_path: pathlib.Path) -> None:
+# PNG: an APNG. MPO: a JPEG some cameras write, whose second picture is a view, not a frame.
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG", "MPO"])
+def test_multi_frame_files_give_a_still_of_their_first_frame(
+    fmt: str, tmp_path: pathlib.Path
+) -> None:
     red, blue = Image.new("RGB", (120, 90), (255, 0, 0)), Image.new("RGB", (120, 90), "blue")
     data = encode(red, fmt, save_all=True, append_images=[blue], duration=100, loop=0)
-    thumb = thumbnails(write(tmp_path, f"anim.{fmt}", data), [60]).image(60)
+    src = write(tmp_path, f"anim.{fmt}", data)
+    thumb = thumbnails(src, [60]).image(60)
     assert thumb.size == (60, 45)
+    assert getattr(thumb, "n_frames", 1) == 1 and not getattr(thumb, "is_animated", False)
     r, g, b = thumb.convert("RGB").getpixel((30, 22))  # type: ignore[misc]
     assert r > 200 and g < 50 and b < 50
+    expected_format = "JPEG" if fmt == "MPO" else fmt
+    info = probe(src, MAX_PIXELS, count_frames=True)
+    assert info == ImageInfo(expected_format, 120, 90, frames=2)
+    assert info.animated == (fmt != "MPO")
+    assert probe(src, MAX_PIXELS).frames == 1, "counted only when asked"
 
 
 @pytest.mark.parametrize("icc", [None, SRGB_ICC], ids=["no-profile", "mismatched-profile"])
@@ -452,11 +467,141 @@ def test_sixteen_bit_grey_png_keeps_its_tones(tmp_path: pathlib.Path) -> None:
     assert all(abs(v - 128) <= 3 for v in (r, g, b))
 
 
+def test_sixteen_bit_grey_png_keeps_its_trns_transparency(tmp_path: pathlib.Path) -> None:
+    data = factories.grey16_png_with_trns(64, 48)
+    with Image.open(io.BytesIO(data)) as original:  # really 16-bit, really with tRNS
+        assert original.mode == "I;16" and original.info["transparency"] == 7
+    thumb = thumbnails(write(tmp_path, "grey16-trns.png", data), [32]).image(32)
+    assert thumb.mode == "RGBA"
+    assert thumb.getpixel((4, 12))[3] == 0  # type: ignore[index]
+    r, g, b, a = thumb.getpixel((28, 12))  # type: ignore[misc]
+    assert a == 255 and all(abs(v - 50000 // 256) <= 3 for v in (r, g, b))
+
+
+# --- ICC profiles ------------------------------------------------------------------
+
+SECRET = b"<script>alert(document.cookie)</script> Jane Doe, 12 Elm Street"
+
+
+def red_with_profile(fmt: str, icc: bytes, mode: str = "RGB") -> bytes:
+    """Pure red in `icc`'s colour space; half transparent for RGBA."""
+    return encode(Image.new(mode, (64, 48), (255, 0, 0, 128)[: len(mode)]), fmt, icc_profile=icc)
+
+
+@pytest.mark.parametrize("size", [300 * 1024, 2048], ids=["300KB", "2KB"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_fake_icc_profile_is_never_copied_into_thumbnails(
+    fmt: str, size: int, tmp_path: pathlib.Path
+) -> None:
+    fake = factories.fake_icc(size, SECRET)
+    src = write(tmp_path, f"fake-icc.{fmt}", red_with_profile(fmt, fake))
+    with Image.open(src) as original:  # the file really carries it
+        assert original.info["icc_profile"] == fake
+    collected = thumbnails(src, [32])
+    ((_, data),) = collected.calls
+    assert b"<script>" not in data and b"Jane Doe" not in data
+    thumb = collected.image(32)
+    assert "icc_profile" not in thumb.info
+    r, g, b = thumb.getpixel((16, 12))  # type: ignore[misc]
+    assert r > 200 and g < 50 and b < 50, "the pixels are taken as sRGB, unchanged"
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "RGBA")])
+def test_a_valid_but_large_profile_is_applied_then_dropped(
+    fmt: str, mode: str, tmp_path: pathlib.Path
+) -> None:
+    # Valid (littlecms builds transforms from it), 300 KB of it a description tag.
+    # Its red primary is sRGB's blue, so a pixel of pure "red" is blue once applied.
+    big = factories.srgb_icc(swap_red_blue=True, description=SECRET.decode() * 5000)
+    assert len(big) > ICC_MAX_BYTES
+    ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(big)), SRGB_ICC_PROFILE, "RGB", "RGB"
+    )
+    src = write(tmp_path, f"big-icc.{fmt}", red_with_profile(fmt, big, mode))
+    collected = thumbnails(src, [32])
+    ((_, data),) = collected.calls
+    assert b"<script>" not in data and SECRET.decode().encode("utf-16-be") not in data
+    thumb = collected.image(32)
+    assert "icc_profile" not in thumb.info
+    pixel = thumb.getpixel((16, 12))
+    r, g, b = pixel[:3]  # type: ignore[index]
+    assert r < 50 and g < 50 and b > 200, f"converted to sRGB: {pixel}"
+    if mode == "RGBA":
+        assert abs(pixel[3] - 128) <= 2, "alpha is carried through the conversion"  # type: ignore[index]
+
+
+def test_a_valid_small_profile_is_kept_byte_for_byte(tmp_path: pathlib.Path) -> None:
+    small = factories.srgb_icc(swap_red_blue=True, description="Wide gamut, v4")
+    assert len(small) <= ICC_MAX_BYTES
+    collected = thumbnails(write(tmp_path, "small-icc.png", red_with_profile("PNG", small)), [32])
+    thumb = collected.image(32)
+    assert thumb.info["icc_profile"] == small
+    r, g, b = thumb.getpixel((16, 12))  # type: ignore[misc]
+    assert r > 200 and g < 50 and b < 50, "pixels untouched: the viewer applies the profile"
+
+
+# --- messages to the user ----------------------------------------------------------
+
+# Words of Pillow's and the decoders' own messages, which mean nothing to a user.
+PILLOW_WORDS = (
+    "image file is truncated",
+    "bytes not processed",
+    "broken data stream",
+    "cannot identify",
+    "decoder",
+    "Pillow",
+    "PIL",
+    "errno",
+    "not processed",
+    "Errno",
+)
+
+
+def _damaged(data: bytes) -> bytes:
+    """`data` with a run of bytes in its middle scrambled (compressed data, for a PNG)."""
+    out = bytearray(data)
+    start = out.find(b"IDAT") + 20 if b"IDAT" in out else len(out) // 2
+    for i in range(start, start + 200):
+        out[i] ^= 0x55
+    return bytes(out)
+
+
+BROKEN = {
+    "jpeg-cut-in-half": lambda: (d := encode(photo((800, 600)), "JPEG"))[: len(d) // 2],
+    "jpeg-headers-only": lambda: encode(photo((800, 600)), "JPEG")[:700],
+    "png-cut": lambda: encode(photo((300, 200)), "PNG")[:3000],
+    "png-damaged": lambda: _damaged(encode(photo((300, 200)), "PNG")),
+    "png-garbage-header": lambda: b"\x89PNG\r\n\x1a\n" + random.Random(1).randbytes(200),
+    "gif-cut": lambda: encode(photo((300, 200)), "GIF")[:3000],
+    "webp-cut": lambda: encode(photo((300, 200)), "WEBP")[:2000],
+    "webp-header-only": lambda: b"RIFF\x24\x00\x00\x00WEBPVP8 \x00\x00",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_broken_files_get_a_message_in_users_terms(kind: str, tmp_path: pathlib.Path) -> None:
+    src = write(tmp_path, "upload.bin", BROKEN[kind]())
+    with pytest.raises(InvalidImage) as caught:
+        probe(src, MAX_PIXELS)
+        thumbnails(src, [320])
+    message = caught.value.message
+    assert not [word for word in PILLOW_WORDS if word in message], message
+    assert str(tmp_path) not in message
+    # What is wrong, then what to do about it.
+    assert "upload the whole file again" in message or "upload that file" in message, message
+    if "cut" in kind and kind != "webp-cut":
+        assert "not a complete" in message, message
+
+
 def test_truncated_jpeg_is_invalid(tmp_path: pathlib.Path) -> None:
     data = encode(photo((800, 600)), "JPEG")
     src = write(tmp_path, "cut.jpg", data[: len(data) // 2])
-    with pytest.raises(InvalidImage, match="truncated or corrupt"):
+    with pytest.raises(InvalidImage) as caught:
         thumbnails(src, [320])
+    assert caught.value.message == (
+        "the file is not a complete JPEG: it ends before the picture does (cut short, as by "
+        "an interrupted upload or copy); upload the whole file again"
+    )
 
 
 @pytest.mark.parametrize(
