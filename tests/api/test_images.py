@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 
 import pytest
 from PIL import Image
@@ -69,6 +70,7 @@ def test_upload_placeholder_then_thumbnails_without_exif(api, start_worker, stor
     assert record["state"] == "succeeded"
     assert record["progress"] == 100
     assert record["result"]["thumbnails"]["320"]["width"] == 320
+    assert (record["result"]["animated"], record["result"]["frames"]) == (False, 1)
     assert api.get(f"/v1/images/{job_id}/999").status_code == 404
 
 
@@ -112,7 +114,21 @@ def test_bad_upload_is_refused_and_nothing_is_queued(
     error = resp.json()["error"]
     assert error["code"] == code
     assert error["message"]
+    if code in IMAGE_ERRORS:
+        # What is wrong in the user's terms, then what to do; never Pillow's own words.
+        assert IMAGE_ERRORS[code] in error["message"], error["message"]
+        assert not [w for w in PILLOW_WORDS if w in error["message"]], error["message"]
     _nothing_queued(rclient, settings)
+
+
+# The advice each image error ends with (worker/imaging.py), and words of Pillow's
+# messages that must never reach a user.
+IMAGE_ERRORS = {
+    "unsupported_media_type": "save or export the picture in one of these formats",
+    "invalid_image": "save it again as JPEG, PNG, WebP or GIF, and upload that file",
+    "too_many_pixels": "scale the picture down",
+}
+PILLOW_WORDS = ("truncated", "decoder", "cannot identify", "broken data stream", "PIL")
 
 
 def test_too_large_upload_is_refused_early(api, rclient, settings):
@@ -151,16 +167,49 @@ def test_corrupt_jpeg_fails_in_the_worker_with_a_clear_error(api, start_worker, 
     truncated = good[: len(good) // 3]
     resp = api.post("/v1/images", content=truncated)
     assert resp.status_code == 202, resp.text
-    start_worker()
+    worker = start_worker()
     job = wait_state(store, resp.json()["id"], "failed", "succeeded", "dead")
     assert job.state == "failed"
     assert job.attempts == 1, "a corrupt image is not retried"
     assert job.error is not None
     assert job.error["code"] == "invalid_image"
-    assert "corrupt" in job.error["message"] or "truncated" in job.error["message"]
+    assert job.error["message"] == (
+        "the file is not a complete JPEG: it ends before the picture does (cut short, as by "
+        "an interrupted upload or copy); upload the whole file again"
+    )
     gone = api.get(f"/v1/images/{job.id}/320")
     assert gone.status_code == 404
     assert gone.json()["error"]["code"] == "thumbnail_unavailable"
+
+    # A user's bad file is not the worker's error: one WARNING line naming the job and
+    # the reason, no traceback, nothing at ERROR (Celery adds its one-line INFO summary).
+    wait_for(lambda: "raised expected" in worker.output, timeout=10, what="Celery's summary")
+    time.sleep(0.5)  # anything logged after it
+    log = worker.output
+    assert "Traceback" not in log, log
+    assert not [line for line in log.splitlines() if "ERROR" in line or "CRITICAL" in line], log
+    warnings = [line for line in log.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, log
+    assert f"job {job.id} failed (invalid_image): the file is not a complete JPEG" in warnings[0]
+    infos = [line for line in log.splitlines() if job.id in line and "WARNING" not in line]
+    assert [line.split("] ", 1)[1].split(":")[0] for line in infos] == [
+        f"Task images.thumbnails[{job.id}] received",
+        f"Task images.thumbnails[{job.id}] raised expected",
+    ], log
+
+
+def test_an_animation_gives_a_still_of_its_first_frame_and_says_so(api, start_worker, store):
+    resp = api.post("/v1/images?widths=320", content=factories.animated("GIF"))
+    assert resp.status_code == 202, resp.text
+    start_worker()
+    job = wait_state(store, resp.json()["id"], "succeeded", "failed", "dead")
+    assert job.state == "succeeded", job.error
+    assert job.result is not None
+    assert (job.result["animated"], job.result["frames"]) == (True, 3)
+    thumb = Image.open(io.BytesIO(api.get(f"/v1/images/{job.id}/320").content))
+    assert getattr(thumb, "n_frames", 1) == 1
+    r, g, b = thumb.convert("RGB").getpixel((60, 45))
+    assert r > 200 and g < 50 and b < 50, "the first frame (red)"
 
 
 def test_streamed_upload_is_not_read_past_the_limit(api, settings):

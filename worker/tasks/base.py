@@ -51,6 +51,9 @@ class JobTask(Task[Any, Any]):
 
     acks_late = True
     reject_on_worker_lost = True
+    # Expected failures (a user's bad file): Celery logs them at INFO in one line, without
+    # the traceback it logs at ERROR for anything else; _run_job logs the WARNING.
+    throws = (InputError, PermanentError)
 
     @property
     def bg(self) -> BgworkerCelery:
@@ -118,6 +121,7 @@ class JobTask(Task[Any, Any]):
             raise Ignore() from None
         except (InputError, PermanentError) as exc:  # a corrupt image; retrying cannot help
             self.store.fail(job_id, error_info(exc.code, exc.message), dead=False)
+            log.warning("job %s failed (%s): %s", job_id, exc.code, exc.message)
             raise
         except TRANSIENT as exc:
             self._retry_or_bury(job, exc)

@@ -28,6 +28,8 @@ def thumbnails(self: JobTask, widths: list[int]) -> dict[str, Any]:
         done[str(width)] = {"bytes": len(data)}
         self.progress(100 * len(done) / (len(widths) + 1))
 
+    # Header only (and the frame count): refuses what make_thumbnails would, cheaply.
+    info = imaging.probe(source, settings.max_pixels, count_frames=True)
     sizes = imaging.make_thumbnails(
         source,
         widths,
@@ -38,4 +40,5 @@ def thumbnails(self: JobTask, widths: list[int]) -> dict[str, Any]:
     )
     for width, (w, h) in sizes.items():
         done[str(width)].update(width=w, height=h)
-    return {"thumbnails": done}
+    # An animation's thumbnails are stills of its first frame: say so to the client.
+    return {"thumbnails": done, "animated": info.animated, "frames": info.frames}
