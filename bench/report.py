@@ -681,7 +681,8 @@ def render(results: dict[str, Any], charts_dir: Path, docs_dir: Path) -> str:
     )
     lim = results["memory"]
     w(
-        "The largest image a worker accepts is `BGWORKER_MAX_PIXELS` (50 MP by default), not "
+        "The largest image a worker accepts is `BGWORKER_MAX_PIXELS` (25 MP by default, "
+        "measured here at 50 MP, the most a worker is commonly given), not "
         "12 MP. Peak RSS of a fresh process running only `make_thumbnails` (default settings) "
         "on generated 8160×6120 images, and what that adds to an idle pool process "
         f"({mem['idle_child']['median']:.0f} MiB):\n"

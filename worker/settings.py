@@ -62,7 +62,11 @@ class Settings:
     # for a few percent more bytes (docs/performance.md).
     thumbnail_webp_method: int = 2
     max_upload_bytes: int = 25 * 1024 * 1024
-    max_pixels: int = 50_000_000
+    # A PNG or WebP is decoded whole, so this bounds what one small file can cost a worker
+    # (a flat 24-MP PNG of 79 KiB: 0.6 s CPU and 117 MiB, RGBA 1.0 s and 209 MiB; 49 MP
+    # about twice that; bench/decode_cost.py). 25 MP admits 24-MP camera and phone photos;
+    # 48/50-MP phone modes and 45-MP cameras need 50_000_000 and the memory to match.
+    max_pixels: int = 25_000_000
     job_retention_seconds: int = 7 * 24 * 3600
     max_retries: int = 5
     retry_backoff_max: int = 60
