@@ -32,6 +32,20 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "redis": {"enabled": False},
         "externalRedis": {"host": "redis.shared.svc", "port": 6379, "database": 1},
     },
+    # A Redis whose primary Sentinel names: redis-sentinel triggers, both passwords.
+    "external-redis-sentinel": {
+        "redis": {"enabled": False},
+        "externalRedis": {
+            "database": 2,
+            "existingSecret": "prod-redis",
+            "existingSecretPasswordKey": "password",
+            "sentinel": {
+                "hosts": [f"redis-sentinel-{i}.redis-sentinel:26379" for i in range(3)],
+                "masterName": "bgmaster",
+                "existingSecret": "prod-redis-sentinel",
+            },
+        },
+    },
     "autoscaling-off": {"autoscaling": {"enabled": False}, "worker": {"replicas": 3}},
     "keda-three-queues-no-in-flight": {
         "worker": {"queues": ["low", "critical", "default"]},

@@ -120,13 +120,28 @@ def redis_service_address(rendered: Rendered) -> tuple[str, int]:
     return ext["host"], ext["port"]
 
 
+def sentinel_values(rendered: Rendered) -> dict[str, Any] | None:
+    """externalRedis.sentinel when the render uses it, else None."""
+    sentinel: dict[str, Any] = rendered.values["externalRedis"]["sentinel"]
+    return sentinel if sentinel["hosts"] and not rendered.values["redis"]["enabled"] else None
+
+
 def test_pods_get_valid_bgworker_settings(chart):
     """The env each pod starts with passes the same check the processes run at start-up."""
+    sentinel = sentinel_values(chart)
     for name in (API, WORKER):
         env = pod_env(chart, container(chart, "Deployment", name))
         settings = Settings.from_env(env)  # raises on an unknown or malformed variable
-        host, port = redis_service_address(chart)
-        assert f"{host}:{port}" in settings.redis_url
+        if sentinel is None:
+            assert not settings.uses_sentinel
+            host, port = redis_service_address(chart)
+            assert f"{host}:{port}" in settings.redis_url
+            continue
+        assert "BGWORKER_REDIS_URL" not in env
+        hosts = [f"{host}:{port}" for host, port in settings.redis_sentinels]
+        assert hosts == sentinel["hosts"]
+        assert settings.redis_sentinel_master == sentinel["masterName"]
+        assert settings.redis_sentinel_db == chart.values["externalRedis"]["database"]
 
 
 # Releases whose Services are named bgworker-*: Kubernetes' service links for them are
@@ -229,17 +244,28 @@ def test_one_trigger_per_consumed_queue_at_the_redis_address(chart):
         return
     so = chart.get("ScaledObject", WORKER)
     triggers = so["spec"]["triggers"]
-    assert {t["type"] for t in triggers} == {"redis"}
+    sentinel = sentinel_values(chart)
+    assert {t["type"] for t in triggers} == {"redis" if sentinel is None else "redis-sentinel"}
     queues = worker_queues(chart)
     waiting = [t["metadata"]["listName"] for t in triggers if t["name"] != "in_flight"]
     assert waiting == [q for q in queues], "one trigger per queue the worker consumes"
-    host, port = redis_service_address(chart)
     settings = Settings.from_env(pod_env(chart, container(chart, "Deployment", WORKER)))
     for t in triggers:
         meta = t["metadata"]
-        assert meta["address"] == f"{host}:{port}"
-        assert meta["databaseIndex"] == settings.redis_url.rsplit("/", 1)[1]
-        assert meta["enableTLS"] == str(settings.redis_url.startswith("rediss://")).lower()
+        if sentinel is None:
+            host, port = redis_service_address(chart)
+            assert meta["address"] == f"{host}:{port}"
+            assert meta["databaseIndex"] == settings.redis_url.rsplit("/", 1)[1]
+            assert meta["enableTLS"] == str(settings.redis_url.startswith("rediss://")).lower()
+        else:
+            # KEDA's redis-sentinel trigger: the same sentinels, primary and database.
+            assert "address" not in meta
+            assert meta["addresses"].split(",") == [
+                f"{host}:{port}" for host, port in settings.redis_sentinels
+            ]
+            assert meta["sentinelMaster"] == settings.redis_sentinel_master
+            assert meta["databaseIndex"] == str(settings.redis_sentinel_db)
+            assert meta["enableTLS"] == "false"
         assert meta["listLength"] == str(chart.values["autoscaling"]["listLength"])
 
 
@@ -289,6 +315,8 @@ def test_redis_password_comes_from_one_secret_for_pods_redis_and_keda(chart):
     auths = chart.of_kind("TriggerAuthentication")
     for auth in auths:
         for target in auth["spec"]["secretTargetRef"]:
+            if target["parameter"] == "sentinelPassword":
+                continue  # the sentinels' own: test_sentinel_password_reaches_pods_and_keda
             assert target["parameter"] == "password"
             refs.add((target["name"], target["key"]))
     redis = chart.values["redis"]
@@ -305,6 +333,31 @@ def test_redis_password_comes_from_one_secret_for_pods_redis_and_keda(chart):
         so = chart.get("ScaledObject", WORKER)
         for t in so["spec"]["triggers"]:
             assert chart.has("TriggerAuthentication", t["authenticationRef"]["name"])
+
+
+def test_sentinel_password_reaches_pods_and_keda(chart):
+    """The sentinels' password: one Secret key for the pods and KEDA, and only with Sentinel
+    (the settings refuse it without sentinels)."""
+    refs = set()
+    for _, _, spec in chart.pod_specs():
+        for c in spec["containers"]:
+            for var in c.get("env", []):
+                if var["name"] == "BGWORKER_REDIS_SENTINEL_PASSWORD":
+                    ref = var["valueFrom"]["secretKeyRef"]
+                    refs.add((ref["name"], ref["key"]))
+    keda = {
+        (target["name"], target["key"])
+        for auth in chart.of_kind("TriggerAuthentication")
+        for target in auth["spec"]["secretTargetRef"]
+        if target["parameter"] == "sentinelPassword"
+    }
+    sentinel = sentinel_values(chart)
+    if sentinel is None or not sentinel["existingSecret"]:
+        assert not refs and not keda
+        return
+    expected = {(sentinel["existingSecret"], sentinel["existingSecretPasswordKey"])}
+    assert refs == expected
+    assert keda == (expected if chart.values["autoscaling"]["enabled"] else set())
 
 
 def test_selectors_match_their_pods(chart):

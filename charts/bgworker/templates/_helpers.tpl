@@ -174,6 +174,35 @@ front of the repository; a digest pins the image and replaces the tag (repositor
 {{- end }}
 {{- end }}
 
+{{/* "true" when the pods and KEDA find the primary through Redis Sentinel
+(externalRedis.sentinel.hosts), else empty; refuses the combinations bgworker's settings
+refuse too. */}}
+{{- define "bgworker.redis.sentinel" -}}
+{{- $s := .Values.externalRedis.sentinel }}
+{{- if $s.hosts }}
+{{- if .Values.redis.enabled }}
+{{- fail "externalRedis.sentinel.hosts needs redis.enabled=false: the built-in Redis has no sentinels" }}
+{{- end }}
+{{- if not $s.masterName }}
+{{- fail "externalRedis.sentinel.masterName is required with externalRedis.sentinel.hosts: the name the sentinels monitor the primary under" }}
+{{- end }}
+{{- if .Values.externalRedis.url }}
+{{- fail "externalRedis.url and externalRedis.sentinel.hosts are both set: give one (with Sentinel the primary's address comes from the sentinels)" }}
+{{- end }}
+{{- if .Values.externalRedis.tls }}
+{{- fail "externalRedis.tls is not supported with externalRedis.sentinel" }}
+{{- end }}
+{{- "true" }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret with the sentinels' own password; empty without Sentinel or password. */}}
+{{- define "bgworker.redis.sentinelSecretName" -}}
+{{- if include "bgworker.redis.sentinel" . }}
+{{- .Values.externalRedis.sentinel.existingSecret }}
+{{- end }}
+{{- end }}
+
 {{- define "bgworker.redis.secretName" -}}
 {{- if .Values.redis.enabled }}
 {{- default (include "bgworker.redis.fullname" .) .Values.redis.auth.existingSecret }}
@@ -198,6 +227,13 @@ front of the repository; a digest pins the image and replaces the tag (repositor
     secretKeyRef:
       name: {{ . }}
       key: {{ include "bgworker.redis.secretKey" $ }}
+{{- end }}
+{{- with include "bgworker.redis.sentinelSecretName" . }}
+- name: BGWORKER_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.externalRedis.sentinel.existingSecretPasswordKey }}
 {{- end }}
 {{- end }}
 
@@ -366,5 +402,17 @@ answer, which is empty on a first install and wherever there is no cluster (helm
 {{- $ns := .metadata.namespace }}
 {{- fail (printf "redis.persistence.%s: the Redis StatefulSet %s was installed with %s, this upgrade asks for %s, and Kubernetes cannot change a StatefulSet's volumeClaimTemplates. Either keep the installed value (--set redis.persistence.%s=%s), or delete the StatefulSet but not its pod and volume (kubectl -n %s delete statefulset %s --cascade=orphan) and run the upgrade again: the chart then creates the StatefulSet anew and it adopts the running pod and its claim data-%s-0, whose size does not change with it (grow the claim with kubectl patch pvc if its StorageClass allows expansion). Drain the workers first (docs/operations.md) when the change moves Redis to another volume." $value $sts $was $now $value $was $ns .metadata.name .metadata.name) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Where a KEDA trigger reads Redis: `address` for the redis trigger, or the sentinels'
+`addresses` and the primary's name for the redis-sentinel trigger (KEDA's
+redis-sentinel-lists scaler). (dict "ctx" $ "address" "host:port") */}}
+{{- define "bgworker.keda.redisAddress" -}}
+{{- if include "bgworker.redis.sentinel" .ctx }}
+addresses: {{ join "," .ctx.Values.externalRedis.sentinel.hosts | quote }}
+sentinelMaster: {{ .ctx.Values.externalRedis.sentinel.masterName | quote }}
+{{- else }}
+address: {{ .address | quote }}
 {{- end }}
 {{- end }}
