@@ -41,11 +41,16 @@ _UNSUPPORTED = (
     "save or export the picture in one of these formats and upload that file"
 )
 
-# What a user can do about a file that cannot be read, whatever Pillow said about it.
+# What a user can do about a file that cannot be read, whatever Pillow said about it,
+# and about one with too many pixels. Messages never quote Pillow: its words name
+# decoder internals, and sometimes server-side paths.
 _RESAVE = (
     "open it in an image viewer or editor, save it again as JPEG, PNG, WebP or GIF, "
     "and upload that file"
 )
+_SCALE_DOWN = "scale the picture down (or crop it) below that and upload it again"
+# Formats as people write them, for messages.
+_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "GIF": "GIF", "WEBP": "WebP"}
 
 # Pillow's header readers, needed only when Pillow's own bomb guard refuses an image
 # before our limit can: reading the header again without it lets us report the size.
@@ -251,13 +256,6 @@ def _open(fp: BinaryIO, max_pixels: int) -> tuple[str, ImageFile.ImageFile]:
             f"of {max_pixels:,} pixels (BGWORKER_MAX_PIXELS); {_SCALE_DOWN}"
         )
     return fmt, im
-
-
-_SCALE_DOWN = "scale the picture down (or crop it) below that and upload it again"
-
-
-# Formats as people write them, for messages.
-_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "GIF": "GIF", "WEBP": "WebP"}
 
 
 def _unreadable(fmt: str, exc: BaseException) -> InvalidImage:
