@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from api import event_hub
+from api.event_hub import EventHub
 from api.metrics import RedisCollector
 from api.scheduler import promote_forever, reap_forever
 from worker import redis_client
@@ -23,6 +25,10 @@ from worker.jobs import AsyncJobStore, JobStore
 from worker.message import message_builder
 from worker.settings import Settings
 from worker.storage import Storage
+
+# Connections of the API's asyncio pool. Requests hold one for a round trip (event
+# streams wait on the hub's own connection), so a hundred serve thousands of requests/s.
+ASYNC_POOL_SIZE = 100
 
 
 @dataclass
@@ -35,6 +41,7 @@ class AppContext:
     celery: BgworkerCelery
     storage: Storage
     metrics: CollectorRegistry
+    events: EventHub  # every event stream of this process, on one connection
 
 
 def ctx(request: Request) -> AppContext:
@@ -57,6 +64,8 @@ def lifespan_for(settings: Settings) -> Lifespan:
         )
         async_client = redis_client.async_client(
             settings,
+            # A burst of requests waits for a connection rather than failing with 503.
+            pool_size=ASYNC_POOL_SIZE,
             socket_connect_timeout=1,
             health_check_interval=30,
         )
@@ -75,7 +84,18 @@ def lifespan_for(settings: Settings) -> Lifespan:
             celery=celery,
             storage=storage,
             metrics=registry,
+            events=EventHub(
+                # No read timeout shorter than its XREAD's block (redis-py's default is 5 s).
+                redis_client.async_client(
+                    settings,
+                    pool_size=2,
+                    socket_connect_timeout=1,
+                    socket_timeout=event_hub.BLOCK_MS / 1000 + 5,
+                ),
+                settings.max_event_streams,
+            ),
         )
+        context.events.start()
         loops = [
             asyncio.create_task(promote_forever(context.store, celery)),
             asyncio.create_task(reap_forever(context.store, celery)),
@@ -94,6 +114,7 @@ def lifespan_for(settings: Settings) -> Lifespan:
             for loop in loops:
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop
+            await context.events.close()
             await async_client.aclose()
             sync_client.close()
             celery.close()

@@ -1,13 +1,15 @@
 """``GET /v1/jobs/{id}/events``: a job's changes as Server-Sent Events, until it finishes.
 
 Each event is the whole public record at that moment (``event: job``), read from the
-job's Redis stream, whose entry ids are the SSE ids: a client that reconnects with
+job's Redis stream (waiting for changes is :mod:`api.event_hub`'s, one connection for
+every stream of the process), whose entry ids are the SSE ids: a client that reconnects with
 ``Last-Event-ID`` resumes exactly where it left off. The first event is the current
 record, so a subscriber never waits for a change to learn the state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -39,7 +41,10 @@ async def stream_events(request: Request, job_id: str) -> Response:
     c = ctx(request)
     if not valid_id(job_id):
         raise NotFound(f"no job {job_id!r}")
-    client = c.aredis
+    hub = c.events
+    if hub.streams >= hub.limit:  # before the 200 goes out; subscribe() checks again
+        raise hub.full()
+    client = c.aredis  # the pool, for quick reads only: waiting is the hub's
     pipe = client.pipeline(transaction=True)
     pipe.hgetall(job_key(job_id))
     pipe.xrevrange(events_key(job_id), count=1)
@@ -54,31 +59,45 @@ async def stream_events(request: Request, job_id: str) -> Response:
         # Everything was delivered, the last event included. 204 tells an EventSource
         # to stop reconnecting (an empty 200 would make it retry forever).
         return Response(status_code=204)
-    keepalive_ms = c.settings.sse_keepalive_seconds * 1000
+    keepalive = float(c.settings.sse_keepalive_seconds)
+    lifetime = float(c.settings.event_stream_max_seconds)
+    key = events_key(job_id)
 
     async def events() -> AsyncIterator[bytes]:
-        cursor: bytes | str
-        if resume is not None:
-            cursor = resume
-        else:
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + lifetime
+        if resume is None:
             cursor = last_id
             job = Job.from_hash(record)
             yield _event(last_id.encode(), job)
             if job.finished:
                 return
-        while True:
-            reply: Any = await client.xread({events_key(job_id): cursor}, block=keepalive_ms)
-            if not reply:
-                if await request.is_disconnected():
-                    return
-                yield b": keepalive\n\n"
-                continue
-            for entry_id, fields in reply[0][1]:
-                cursor = entry_id
+        else:
+            cursor = resume
+            # What was missed, read at once; the hub takes over from the last of it.
+            missed: Any = await client.xrange(key, min="(" + resume)
+            for raw_id, fields in missed:
+                cursor = text(raw_id)
                 job = Job.from_hash(fields)
-                yield _event(entry_id, job)
+                yield _event(cursor.encode(), job)
                 if job.finished:
                     return
+        async with hub.subscribe(key, cursor) as sub:
+            while (left := ends - loop.time()) > 0:
+                try:
+                    item = await asyncio.wait_for(sub.queue.get(), min(keepalive, left))
+                except TimeoutError:
+                    yield b": keepalive\n\n"
+                    continue
+                if item is None:
+                    return  # the hub stopped, or this client fell behind: it resumes
+                entry_id, fields = item
+                job = Job.from_hash(fields)
+                yield _event(entry_id.encode(), job)
+                if job.finished:
+                    return
+        # Past its lifetime the stream ends; an EventSource reconnects with Last-Event-ID
+        # and misses nothing, and no connection is held for ever.
 
     return StreamingResponse(
         events(),

@@ -58,9 +58,24 @@ def sync_client(settings: Settings, **options: Any) -> redis.Redis:
     return client
 
 
-def async_client(settings: Settings, **options: Any) -> aioredis.Redis:
-    """The asyncio twin of :func:`sync_client` (``redis.asyncio``, ``redis.asyncio.sentinel``)."""
+def async_client(
+    settings: Settings, *, pool_size: int | None = None, pool_wait: float = 5.0, **options: Any
+) -> aioredis.Redis:
+    """The asyncio twin of :func:`sync_client` (``redis.asyncio``, ``redis.asyncio.sentinel``).
+
+    With ``pool_size``, at most that many connections, and a caller waits up to
+    ``pool_wait`` seconds for a free one (redis-py's BlockingConnectionPool) instead of
+    failing at once with "Too many connections" when a burst of requests exceeds it.
+    redis-py's Sentinel pool cannot wait: there the size is only a cap.
+    """
+    if pool_size is not None:
+        options["max_connections"] = pool_size
     if not settings.uses_sentinel:
+        if pool_size is not None:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, timeout=pool_wait, **options
+            )
+            return aioredis.Redis.from_pool(pool)
         return aioredis.Redis.from_url(settings.redis_url, **options)
     sentinel = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(settings.redis_sentinels), sentinel_kwargs=_sentinel_kwargs(settings, options)

@@ -89,6 +89,12 @@ class Settings:
     log_level: str = "INFO"
     retry_after_seconds: int = 2
     sse_keepalive_seconds: int = 15
+    # Event streams one API process serves at once (all share one Redis connection);
+    # beyond it a new stream is refused with 503 + Retry-After.
+    max_event_streams: int = 1000
+    # A stream ends after this long (the client reconnects with Last-Event-ID and misses
+    # nothing), so no connection is held for ever.
+    event_stream_max_seconds: int = 900
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -387,4 +393,6 @@ _ENV_FIELDS: dict[str, Callable[[str], object]] = {
     "log_level": _log_level,
     "retry_after_seconds": _positive(int),
     "sse_keepalive_seconds": _positive(int),
+    "max_event_streams": _positive(int),
+    "event_stream_max_seconds": _positive(int),
 }
