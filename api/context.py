@@ -18,7 +18,7 @@ from starlette.requests import Request
 from api import event_hub
 from api.event_hub import EventHub
 from api.metrics import RedisCollector
-from api.scheduler import promote_forever, reap_forever
+from api.scheduler import janitor_forever, promote_forever, reap_forever
 from worker import redis_client
 from worker.celery_app import BgworkerCelery, create_celery
 from worker.jobs import AsyncJobStore, JobStore
@@ -99,6 +99,7 @@ def lifespan_for(settings: Settings) -> Lifespan:
         loops = [
             asyncio.create_task(promote_forever(context.store, celery)),
             asyncio.create_task(reap_forever(context.store, celery)),
+            asyncio.create_task(janitor_forever(context.store, storage, celery)),
         ]
         # Everything imported and built so far lives as long as the process: move it out of
         # the collector's sight. Each full collection otherwise walks these hundreds of

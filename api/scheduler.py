@@ -1,4 +1,5 @@
-"""Background loops of the API: publishing due jobs, and queueing lost ones again.
+"""Background loops of the API: publishing due jobs, queueing lost ones again, and the
+storage janitor (files whose job record has gone).
 
 The API runs them because it is the one part that is always up: workers may be scaled to
 zero, and a job that is due (or whose message was lost) must reach its queue list for
@@ -16,8 +17,10 @@ from starlette.concurrency import run_in_threadpool
 
 from worker.celery_app import BgworkerCelery
 from worker.enqueue import BROKER_ERRORS, promote_due
+from worker.janitor import Janitor
 from worker.jobs import JobStore
 from worker.reaper import Reaper
+from worker.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,15 @@ async def reap_forever(store: JobStore, celery: BgworkerCelery) -> None:
 
     interval = float(celery.settings.restore_interval)
     await _forever(reap, interval, "look for lost jobs", "queued %d lost job(s) again")
+
+
+async def janitor_forever(store: JobStore, storage: Storage, celery: BgworkerCelery) -> None:
+    """Every janitor interval, a bounded batch of storage entries: files whose job record
+    has expired, or that a crash left behind (worker/janitor.py)."""
+    settings = celery.settings
+    janitor = Janitor(storage, store.client, settings.storage_grace_seconds)
+    interval = float(settings.janitor_interval_seconds)
+    await _forever(janitor.run_once, interval, "clean storage", "removed %d orphaned file(s)")
 
 
 async def _forever(step: Callable[[], int], interval: float, what: str, done: str) -> None:

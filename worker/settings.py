@@ -68,6 +68,11 @@ class Settings:
     # 48/50-MP phone modes and 45-MP cameras need 50_000_000 and the memory to match.
     max_pixels: int = 25_000_000
     job_retention_seconds: int = 7 * 24 * 3600
+    # The API's storage janitor: how often it looks (a bounded batch each time), and how
+    # old a file without a job record must be before it goes (an upload is stored before
+    # its job is made, and its enqueue may be in doubt for up to an hour).
+    janitor_interval_seconds: int = 600
+    storage_grace_seconds: int = 3600
     max_retries: int = 5
     retry_backoff_max: int = 60
     max_delay_seconds: int = 3600
@@ -376,6 +381,8 @@ _ENV_FIELDS: dict[str, Callable[[str], object]] = {
     "max_upload_bytes": _positive(int),
     "max_pixels": _positive(int),
     "job_retention_seconds": _positive(int, 60),
+    "janitor_interval_seconds": _positive(int),
+    "storage_grace_seconds": _positive(int, 60),
     "max_retries": _positive(int, 0),
     "retry_backoff_max": _positive(int),
     "max_delay_seconds": _positive(int, 0),

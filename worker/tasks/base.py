@@ -80,6 +80,20 @@ class JobTask(Task[Any, Any]):
             app._bgworker_uncounts = pending  # type: ignore[attr-defined]
         return pending
 
+    def release_inputs(self, job_id: str) -> None:
+        """Delete what only this job's runs read (an upload), once no run can come again.
+
+        Called after the outcome is recorded as final: ``succeeded``, ``failed`` or
+        ``cancelled`` (or the record has expired). Never for a retry, nor for ``dead``,
+        which may be replayed; the storage janitor removes those after the record expires.
+        """
+
+    def _release(self, job_id: str) -> None:
+        try:
+            self.release_inputs(job_id)
+        except OSError as exc:  # the janitor removes it later
+            log.warning("job %s: cannot delete its inputs: %s", job_id, exc)
+
     def progress(self, percent: float) -> None:
         """Report progress; stop the body if the job was cancelled meanwhile."""
         state = self.store.set_progress(self.job_id, int(percent))
@@ -105,6 +119,8 @@ class JobTask(Task[Any, Any]):
         if job is None:
             # Finished, cancelled, or expired: a redelivered or stale message. Ack it.
             log.info("job %s is %s; dropping its message", job_id, previous or "gone")
+            if previous != "dead":  # a dead job may be replayed: it keeps its inputs
+                self._release(job_id)
             raise Ignore()
         if job.deliveries > MAX_DELIVERIES:
             message = (
@@ -118,9 +134,11 @@ class JobTask(Task[Any, Any]):
             result = super().__call__(*args, **kwargs)
         except JobCancelled:
             log.info("job %s was cancelled while running", job_id)
+            self._release(job_id)
             raise Ignore() from None
         except (InputError, PermanentError) as exc:  # a corrupt image; retrying cannot help
-            self.store.fail(job_id, error_info(exc.code, exc.message), dead=False)
+            if self.store.fail(job_id, error_info(exc.code, exc.message), dead=False):
+                self._release(job_id)
             log.warning("job %s failed (%s): %s", job_id, exc.code, exc.message)
             raise
         except TRANSIENT as exc:
@@ -129,9 +147,13 @@ class JobTask(Task[Any, Any]):
         except BROKER_ERRORS:
             raise
         except Exception as exc:
-            self.store.fail(job_id, error_info("task_error", _describe(exc)), dead=False)
+            if self.store.fail(job_id, error_info("task_error", _describe(exc)), dead=False):
+                self._release(job_id)
             raise
-        self.store.succeed(job_id, result, time.perf_counter() - t0)
+        # Only if this run's outcome was recorded: a record that moved on (a second body
+        # of the job after a crash window) may still need the inputs.
+        if self.store.succeed(job_id, result, time.perf_counter() - t0):
+            self._release(job_id)
         return result
 
     def _retry_or_bury(self, job: Job, exc: Exception) -> None:
@@ -177,11 +199,9 @@ class JobTask(Task[Any, Any]):
         # Runs in the worker's main process when the hard time limit killed the pool
         # child, which had no chance to record anything itself.
         if isinstance(exc, TimeLimitExceeded):
-            self.store.fail(
-                task_id,
-                error_info("time_limit", f"killed after the hard time limit of {exc.args[0]} s"),
-                dead=False,
-            )
+            error = error_info("time_limit", f"killed after the hard time limit of {exc.args[0]} s")
+            if self.store.fail(task_id, error, dead=False):
+                self._release(task_id)
 
 
 def _describe(exc: BaseException) -> str:

@@ -12,7 +12,14 @@ from worker.errors import PermanentError
 from worker.tasks.base import JobTask
 
 
-@shared_task(bind=True, base=JobTask, name=THUMBNAILS)
+class ImageJob(JobTask):
+    """An image job: its uploaded original goes once the job's outcome is final."""
+
+    def release_inputs(self, job_id: str) -> None:
+        self.bg.storage.original(job_id).unlink(missing_ok=True)
+
+
+@shared_task(bind=True, base=ImageJob, name=THUMBNAILS)
 def thumbnails(self: JobTask, widths: list[int]) -> dict[str, Any]:
     """Make one WebP per width from the job's original; rerunning overwrites the same files."""
     job_id = self.job_id
