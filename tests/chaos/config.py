@@ -8,6 +8,7 @@ it was long enough for a correct system.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Mapping
@@ -129,7 +130,13 @@ class ChaosConfig:
 def process_env(state_dir: Path) -> dict[str, str]:
     """The ``BGWORKER_*`` environment of the API and every worker of one soak, but for the
     Redis URL, which :class:`tests.chaos.processes.System` adds for the Redis it starts."""
-    return {**SOAK_ENV, "BGWORKER_STATE_DIR": str(state_dir)}
+    env = {**SOAK_ENV, "BGWORKER_STATE_DIR": str(state_dir)}
+    if "auth" in {f.name for f in dataclasses.fields(Settings)}:
+        # The soak's client is the anonymous admin, as in tests/conftest.py's TEST_ENV: it
+        # tests delivery, not API keys. Set only where the setting exists, since an
+        # unknown BGWORKER_* name is refused.
+        env["BGWORKER_AUTH"] = "off"
+    return env
 
 
 def soak_settings(env: Mapping[str, str]) -> Settings:
