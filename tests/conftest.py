@@ -16,7 +16,7 @@ import redis
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from tests.helpers import WorkerProcess
+from tests.helpers import ApiProcess, WorkerProcess
 from worker.celery_app import create_celery
 from worker.jobs import JobStore
 from worker.redis_server import RedisServer
@@ -168,6 +168,21 @@ def start_worker(env: dict[str, str]) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def start_api(env: dict[str, str]) -> Iterator[Callable[..., ApiProcess]]:
+    """Start real ``bgworker api`` subprocesses (uvicorn, real sockets); killed at the end."""
+    started: list[ApiProcess] = []
+
+    def start(**extra_env: str) -> ApiProcess:
+        api = ApiProcess({**env, **extra_env})
+        started.append(api)
+        return api
+
+    yield start
+    for api in started:
+        api.stop()
 
 
 @pytest.fixture

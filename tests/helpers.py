@@ -12,9 +12,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+import httpx2 as httpx
 import redis
 
 from worker.jobs import Job, JobStore
+from worker.redis_server import free_port
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -105,6 +107,33 @@ class WorkerProcess:
                 pass
             self.proc.wait(10)
         self._reader.join(5)
+
+
+class ApiProcess:
+    """``bgworker api`` (uvicorn) as a subprocess on a free loopback port, ready once
+    ``/readyz`` answers."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "api", "--port", str(self.port)],
+            env={**os.environ, **env, "BGWORKER_LOG_LEVEL": "WARNING"},
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._ready, timeout=30, what="bgworker api to answer /readyz")
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
 
 
 def queue_lengths(client: redis.Redis) -> dict[str, int]:

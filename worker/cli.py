@@ -109,14 +109,22 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
+    from api.limits import BodyDeadline, bounded_h11
+
     # In-process: uvicorn's own SIGTERM handling is what stops this process.
     uvicorn.run(
-        create_app(settings),
+        BodyDeadline(create_app(settings), settings.max_upload_seconds),
         host=args.host,
         port=args.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
         proxy_headers=True,
+        # uvicorn's own bounds: idle keep-alive, connections (503 beyond), header bytes;
+        # the protocol adds the time bounds uvicorn lacks (api/limits.py says why).
+        http=bounded_h11(settings.header_timeout_seconds, settings.max_upload_seconds),
+        timeout_keep_alive=settings.keep_alive_seconds,
+        limit_concurrency=settings.max_connections,
+        h11_max_incomplete_event_size=16 * 1024,
     )
     return 0
 

@@ -62,6 +62,13 @@ class Settings:
     # for a few percent more bytes (docs/performance.md).
     thumbnail_webp_method: int = 2
     max_upload_bytes: int = 25 * 1024 * 1024
+    # HTTP bounds of `bgworker api` (api/limits.py): the time to send a request's line and
+    # headers, and its whole body (25 MiB in 120 s is 218 KB/s), idle keep-alive time, and
+    # connections per process (503 beyond; above max_event_streams, which each hold one).
+    header_timeout_seconds: int = 10
+    max_upload_seconds: int = 120
+    keep_alive_seconds: int = 5
+    max_connections: int = 2000
     # A PNG or WebP is decoded whole, so this bounds what one small file can cost a worker
     # (a flat 24-MP PNG of 79 KiB: 0.6 s CPU and 117 MiB, RGBA 1.0 s and 209 MiB; 49 MP
     # about twice that; bench/decode_cost.py). 25 MP admits 24-MP camera and phone photos;
@@ -379,6 +386,10 @@ _ENV_FIELDS: dict[str, Callable[[str], object]] = {
     "thumbnail_quality": _between(1, 100),
     "thumbnail_webp_method": _between(0, 6),
     "max_upload_bytes": _positive(int),
+    "header_timeout_seconds": _positive(int),
+    "max_upload_seconds": _positive(int),
+    "keep_alive_seconds": _positive(int),
+    "max_connections": _positive(int),
     "max_pixels": _positive(int),
     "job_retention_seconds": _positive(int, 60),
     "janitor_interval_seconds": _positive(int),

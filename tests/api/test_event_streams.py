@@ -7,57 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 
 import httpx2 as httpx
 import pytest
 
-from tests.helpers import REPO, wait_for
-from worker.redis_server import free_port
-
 pytestmark = pytest.mark.slow
-
-
-class ApiProcess:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "api", "--port", str(self.port)],
-            env={**os.environ, **env, "BGWORKER_LOG_LEVEL": "WARNING"},
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._ready, timeout=30, what="bgworker api to answer /readyz")
-
-    def _ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-
-@pytest.fixture
-def start_api(env: dict[str, str]) -> Iterator[type[ApiProcess]]:
-    started: list[ApiProcess] = []
-
-    def start(**extra: str) -> ApiProcess:
-        api = ApiProcess({**env, **extra})
-        started.append(api)
-        return api
-
-    yield start  # type: ignore[misc]
-    for api in started:
-        api.stop()
 
 
 async def _first_event(client: httpx.AsyncClient, url: str, opened: list[object]) -> None:

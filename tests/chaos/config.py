@@ -37,8 +37,8 @@ CI_MODES: tuple[str, ...] = ("mixed", "redis-kill", "redis-restart", "worker-kil
 # Short limits so that a SIGKILLed worker's job comes back within seconds: the visibility
 # timeout is the longest hard limit + the margin = 10 + 4 s. The thumbnails task has its
 # own 90 s hard limit by default, which would set the visibility timeout, so it is
-# lowered too. The shutdown timeout is about one debug.sleep job, so some SIGTERMs finish
-# the job in hand and others requeue it at the deadline.
+# lowered too. The shutdown timeout lies between the short jobs and the long ones
+# (tests/chaos/workload.py), so a SIGTERM finishes the one and requeues the other.
 SOAK_ENV: dict[str, str] = {
     "BGWORKER_DEBUG_TASKS": "1",
     "BGWORKER_SOFT_TIME_LIMIT": "8",

@@ -61,8 +61,9 @@ class FaultLoop:
             "api-kill": self._api_kill,
         }
 
-    def run(self, until: float) -> list[Action]:
-        """Act until ``until`` (wall time); the last action may end a little after it."""
+    def run(self, until: float, done: Callable[[Action], None] = lambda a: None) -> list[Action]:
+        """Act until ``until`` (wall time), calling ``done`` after each action; the last
+        action may end a little after ``until``."""
         while True:
             pause = self.rng.uniform(*GAP)
             kind = self.rng.choice(self.kinds)
@@ -75,6 +76,7 @@ class FaultLoop:
                 self.skipped.append(kind)
             else:
                 self.actions.append(action)
+                done(action)
             self.system.supervise()
 
     def _idle(self, until: float) -> None:

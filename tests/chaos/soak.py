@@ -74,12 +74,15 @@ def run_kept(config: ChaosConfig, log: Callable[[str], None] = print, keep: bool
     user (others run tests on this machine too) delete all but the last three base
     directories, which would take the running Redis' data and a failed run's evidence."""
     root = Path(tempfile.mkdtemp(prefix=f"bgworker-chaos-{config.mode}-{config.seed}-"))
-    result = run(config, root, log)
-    if keep or not result.passed or result.incidents:
-        log(f"kept {root}")
-    else:
-        shutil.rmtree(root, ignore_errors=True)
-    return result
+    result: Result | None = None
+    try:
+        result = run(config, root, log)
+        return result
+    finally:
+        if result is None or keep or not result.passed or result.incidents:
+            log(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _wait_terminal(system: System, job_ids: list[str], bound: Bound) -> float | None:
@@ -114,9 +117,10 @@ def run(config: ChaosConfig, root: Path, log: Callable[[str], None] = print) -> 
         t0 = time.time()
         submitter.start(t0)
         loop = FaultLoop(system, config.kinds, config.seed)
-        actions = loop.run(until=t0 + config.seconds)
-        for action in actions:
-            log(f"  {action.at - t0:+6.1f}s {action.kind} {action.target}: {action.detail}")
+        actions = loop.run(
+            until=t0 + config.seconds,
+            done=lambda a: log(f"  {a.at - t0:+6.1f}s {a.kind} {a.target}: {a.detail}"),
+        )
 
         # Whole again: SIGTERMed workers gone, a full set of ready workers, API up.
         system.drain(drain_bound(settings).seconds)

@@ -18,7 +18,10 @@ import httpx
 from worker.queues import QUEUES
 from worker.settings import Settings
 
-LONGEST_SLEEP = 2.5
+SHORT_SLEEP = (0.2, 2.5)
+# Longer than the soak's shutdown timeout (3 s): a SIGTERM's deadline requeues them.
+LONG_SLEEP = (4.0, 6.0)
+LONGEST_SLEEP = LONG_SLEEP[1]
 LONGEST_DELAY = 3.0
 # Fails on every attempt: transiently (retried until max_retries, then dead) or
 # permanently (failed at once).
@@ -26,7 +29,8 @@ ALWAYS = 1000
 
 # label: (weight, expected outcome)
 MIX: dict[str, tuple[int, str]] = {
-    "sleep": (45, "succeeded"),
+    "sleep": (40, "succeeded"),
+    "long": (5, "succeeded"),
     "noop": (15, "succeeded"),
     "delayed": (10, "succeeded"),  # through the scheduled set and the API's promoter
     "flaky-retry": (15, "succeeded"),  # fails 1..max_retries times, then succeeds
@@ -72,7 +76,7 @@ def plan(seed: int, count: int, seconds: float, settings: Settings) -> list[JobS
     specs = []
     for i in range(count):
         label = rng.choices(labels, weights)[0]
-        seconds = round(rng.uniform(0.2, LONGEST_SLEEP), 2)
+        seconds = round(rng.uniform(*(LONG_SLEEP if label == "long" else SHORT_SLEEP)), 2)
         task, args, delay = "debug.sleep", {"seconds": seconds}, 0.0
         if label == "noop":
             task, args = "debug.noop", {}
