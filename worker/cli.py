@@ -108,7 +108,6 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
-
     from api.limits import BodyDeadline, bounded_h11
 
     # In-process: uvicorn's own SIGTERM handling is what stops this process.
