@@ -35,5 +35,9 @@ PY
 quiet() { "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
 quiet .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 if [ -n "$extra" ]; then spec=".[$extra]"; else spec="."; fi
-quiet .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"
+# setuptools warns on every editable install, from inside pip's build environment, that
+# folders named like the package may shadow it (a dozen lines, on every start): that is
+# what an editable install is. Only that warning is filtered; errors still show.
+PYTHONWARNINGS="ignore:Editable installation" \
+  quiet .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"
 .venv/bin/python -c 'import api.app, worker.cli' # fails loudly if the install did not work

@@ -37,7 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     dev = sub.add_parser(
-        "dev", help="run Redis (unless BGWORKER_REDIS_URL is set), the API and one worker"
+        "dev",
+        help="run Redis (unless BGWORKER_REDIS_URL is set), the API and one worker",
+        description=(
+            "Everything on this machine, for a laptop: a private redis-server (unless "
+            "BGWORKER_REDIS_URL is set; its data under the state directory), the API on "
+            "--host/--port and one worker. Ctrl-C stops all of them, the worker first so "
+            "that it can finish its job."
+        ),
     )
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
@@ -49,12 +56,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     dev.set_defaults(run=cmd_dev)
 
-    api = sub.add_parser("api", help="run the HTTP API in the foreground (uvicorn)")
+    api = sub.add_parser(
+        "api",
+        help="run the HTTP API in the foreground (uvicorn)",
+        description=(
+            "Run the HTTP API (uvicorn) in this process, as the api container does; SIGTERM "
+            "is uvicorn's graceful shutdown. Settings come from BGWORKER_* variables "
+            "(README, Settings)."
+        ),
+    )
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.set_defaults(run=cmd_api)
 
-    worker = sub.add_parser("worker", help="run a Celery worker in the foreground")
+    worker = sub.add_parser(
+        "worker",
+        help="run a Celery worker in the foreground",
+        description=(
+            "Run one Celery worker in this process, taking jobs from its queues in priority "
+            "order (critical, then default, then low). SIGTERM lets the job in hand finish, "
+            "or puts it back on its queue after BGWORKER_SHUTDOWN_TIMEOUT."
+        ),
+    )
     worker.add_argument(
         "--queues",
         default=None,
@@ -77,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     alive = sub.add_parser(
         "alive",
         help="liveness probe: exit 0 if the worker writing HEARTBEAT_FILE is not stuck",
+        description=(
+            "Liveness probe of a worker started with --heartbeat-file: exit 0 if the file "
+            "was touched within --max-age seconds, else 1 with the reason."
+        ),
     )
     alive.add_argument("heartbeat_file", type=Path, metavar="HEARTBEAT_FILE")
     alive.add_argument(
@@ -88,17 +115,38 @@ def _parser() -> argparse.ArgumentParser:
     alive.set_defaults(run=cmd_alive)
 
     smoke = sub.add_parser(
-        "smoke", help="check a running installation end to end: upload, wait, fetch a thumbnail"
+        "smoke",
+        help="check a running installation end to end: upload, wait, fetch a thumbnail",
+        description=(
+            "Check a running installation end to end: upload a generated photo to API_URL, "
+            "wait for its job, fetch a thumbnail. Exit 0 if all of it works, else 1 saying "
+            "what failed."
+        ),
     )
     smoke.add_argument("url", metavar="API_URL", help="e.g. http://bgw-bgworker-api")
     smoke.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the job")
     smoke.set_defaults(run=cmd_smoke)
 
-    queues = sub.add_parser("queues", help="print waiting, in-flight and dead job counts")
+    queues = sub.add_parser(
+        "queues",
+        help="print waiting, in-flight and dead job counts",
+        description=(
+            "Print the jobs waiting in each queue and the age of the oldest, the jobs in "
+            "flight, scheduled and dead (read from the Redis of BGWORKER_REDIS_URL)."
+        ),
+    )
     queues.add_argument("--json", action="store_true", help="print JSON instead of a table")
     queues.set_defaults(run=cmd_queues)
 
-    dead = sub.add_parser("dead", help="list the dead-letter set, or replay a dead job")
+    dead = sub.add_parser(
+        "dead",
+        help="list the dead-letter set, or replay a dead job",
+        description=(
+            "Without JOB_ID, list the dead-letter set (jobs that used up their retries or "
+            "whose worker died each time); with job ids, put those jobs back on their "
+            "queues."
+        ),
+    )
     dead.add_argument("replay", nargs="*", metavar="JOB_ID", help="job ids to re-enqueue")
     dead.set_defaults(run=cmd_dead)
     return parser
