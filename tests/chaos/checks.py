@@ -35,6 +35,9 @@ REDIS_FAULTS = frozenset({"redis-kill", "redis-restart"})
 DEATHS = frozenset({"worker-kill", "child-kill"})
 # A Celery log line is written a moment before the record's start event.
 LOG_SKEW = 0.2
+# How much longer than its body a run may take (start-up, progress writes, a loaded
+# machine): a fault later than that cannot have cut the run short.
+RUN_MARGIN = 2.0
 
 
 @dataclass
@@ -124,24 +127,35 @@ def _runs(events: list[Event], lines: list[LogLine]) -> list[Run]:
     return runs
 
 
-def _attribute(runs: list[Run], actions: list[Action]) -> tuple[list[tuple[str, float]], int]:
-    """For each redelivery, the fault that ended the run before it: the first fault after
-    that run's start that could have reached it (any Redis fault; a worker fault aimed at
-    the worker that held it). Returns (kind, delay) pairs and the count of unexplained."""
+def _attribute(
+    runs: list[Run], actions: list[Action], duration: float
+) -> tuple[list[tuple[str, float]], int]:
+    """For each redelivery, the fault that ended the run before it, among the faults that
+    landed while that run could still be going (its start to its body's ``duration`` and
+    a margin later) and could reach it: first any that hit every job in hand (a Redis
+    fault, a SIGTERM or SIGKILL of the worker that held it), else the first pool-child
+    kill in that worker, which may have hit its other child. Returns (kind, delay) pairs
+    and the count of redeliveries no fault explains."""
     found: list[tuple[str, float]] = []
     unexplained = 0
     for before, run in zip(runs, runs[1:], strict=False):
         if run.cause != "redelivery":
             continue
-        for action in actions:
-            if not before.at - LOG_SKEW <= action.at < run.at or action.kind not in INTERRUPTING:
-                continue
-            if action.kind in REDIS_FAULTS or before.worker in (None, action.target):
-                before.ended_by = action
-                found.append((action.kind, run.at - action.at))
-                break
-        else:
+        end = min(run.at, before.at + duration + RUN_MARGIN)
+        reached = [
+            a
+            for a in actions
+            if before.at - LOG_SKEW <= a.at < end
+            and a.kind in INTERRUPTING
+            and (a.kind in REDIS_FAULTS or before.worker in (None, a.target))
+        ]
+        certain = [a for a in reached if a.kind != "child-kill"]
+        if not reached:
             unexplained += 1
+            continue
+        cause = (certain or reached)[0]
+        before.ended_by = cause
+        found.append((cause.kind, run.at - cause.at))
     return found, unexplained
 
 
@@ -283,7 +297,8 @@ def _check_job(
         sum(line.task_event == "succeeded" for line in lines),
     )
     # Before the evidence is written, so that it can name the fault that ended each run.
-    report.attributed, report.unexplained = _attribute(report.runs, evidence.actions)
+    duration = float(spec.args.get("seconds", 0.0))
+    report.attributed, report.unexplained = _attribute(report.runs, evidence.actions, duration)
     detail = [
         "timeline: " + _timeline(report, t0),
         *_faults_hitting(report, t0),

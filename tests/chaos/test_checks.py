@@ -18,6 +18,7 @@ import pytest
 
 from tests.chaos import aof, checks, redis_state
 from tests.chaos.config import process_env
+from tests.chaos.faults import Action
 from tests.chaos.processes import System
 from tests.chaos.workload import JobSpec, Submission
 from worker.jobs import events_key, job_key
@@ -125,3 +126,24 @@ def test_a_key_answered_with_two_jobs_is_a_duplicate(system: System) -> None:
     evidence = checks.Evidence(time.time(), [], {}, {}, [], "")
     verdict = checks.check([sub], f"http://127.0.0.1:{system.api_port}", state, evidence)
     assert [f.category for f in verdict.findings] == ["duplicated", "lost"]
+
+
+def test_a_redelivery_is_put_down_to_the_fault_that_could_have_cut_its_run_short() -> None:
+    def act(kind: str, at: float, target: str) -> Action:
+        return Action(kind, at, target, "", at)
+
+    runs = [
+        checks.Run(100.0, 1, "first", "w1"),
+        checks.Run(120.0, 2, "redelivery", "w2"),
+        checks.Run(140.0, 3, "redelivery", "w3"),
+    ]
+    actions = [
+        act("child-kill", 100.5, "w1"),  # maybe its other child
+        act("worker-kill", 101.0, "w1"),  # certainly its own
+        act("worker-kill", 121.0, "w1"),  # another worker than the second run's
+        act("redis-kill", 130.0, "redis"),  # after the 2 s job + margin: too late
+    ]
+    found, unexplained = checks._attribute(runs, actions, duration=2.0)
+    assert found == [("worker-kill", 19.0)]
+    assert unexplained == 1
+    assert runs[0].ended_by is actions[1]
