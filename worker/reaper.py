@@ -79,7 +79,7 @@ return redis.call('ZCARD', KEYS[1]) - places
 # Returns 1 when the message was pushed, 0 when the job is not lost (or not unfinished).
 _REQUEUE_LOST = """
 local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'queued' and state ~= 'running' then return 0 end
+if state ~= 'queued' and state ~= 'running' and state ~= 'retrying' then return 0 end
 if redis.call('ZSCORE', KEYS[4], ARGV[1]) then return 0 end
 local needle = '"id": "' .. ARGV[1] .. '"'
 for _, entry in ipairs(redis.call('HVALS', KEYS[5])) do
@@ -177,12 +177,15 @@ class Reaper:
         gone = [i for i, state in zip(ordered, states, strict=True) if state is None]
         if gone:
             self.client.zrem(ACTIVE_SET, *gone)
-        unfinished = {b"queued", b"running", "queued", "running"}
+        # "retrying" too: once the promoter has pushed its retry, the job is out of the
+        # schedule but stays "retrying" until a worker starts it, and that message can be
+        # lost in transit like any other.
+        unfinished = {b"queued", b"running", b"retrying"}
         return {i for i, state in zip(ordered, states, strict=True) if state in unfinished}
 
     def _requeue_lost(self, job_id: str) -> bool:
         job = self.store.get(job_id)
-        if job is None or job.state not in ("queued", "running"):
+        if job is None or job.state not in ("queued", "running", "retrying"):
             return False
         list_key, entry = message_builder(self.celery).build(
             job.id, job.kind, job.args, job.queue, time.time()

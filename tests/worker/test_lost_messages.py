@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from tests.helpers import WorkerProcess, wait_for, wait_state
-from worker.enqueue import submit
+from worker.enqueue import promote_due, submit
 from worker.jobs import JobStore
 from worker.reaper import STATS_REAPED, Reaper
 from worker.redis_server import RedisServer
@@ -169,6 +169,24 @@ def test_reaper_leaves_jobs_whose_message_exists(store, celery_app, rclient):
     # A redelivered message (kombu restores it with "redelivered" set) still counts.
     restored = rclient.lindex("low", 0)
     assert f'"id": "{waiting}"'.encode() in restored
+
+
+def test_retry_lost_in_transit_after_its_promotion_is_queued_again(store, celery_app, rclient):
+    """Found by the chaos soak: the promoter pushes a due retry (the job leaves the
+    schedule but stays "retrying" until a worker starts it); a pop that never reaches
+    unacked lost it for good while the reaper looked only at queued and running jobs."""
+    job_id = submit(store, celery_app, "debug.noop", {}, "default")[0].id
+    rclient.rpop("default")  # taken by a worker, which starts it...
+    store.begin(job_id)
+    store.retrying(job_id, {"code": "transient_error", "message": "boom"}, due=time.time() - 1)
+    assert promote_due(store, celery_app) == 1  # ...the retry is due and published...
+    rclient.rpop("default")  # ...and its pop is lost (Redis restarted before unacked)
+    assert store.require(job_id).state == "retrying"
+    reaper = Reaper(store, celery_app)
+    passes = [reaper.run_once() for _ in range(4)]
+    assert [job_id] in passes, passes
+    assert store.require(job_id).state == "queued"
+    assert f'"id": "{job_id}"'.encode() in rclient.lindex("default", 0)
 
 
 def test_jobs_cancelled_by_redis_outages_are_not_dead_lettered(
