@@ -13,7 +13,12 @@ from kombu import Queue
 
 from worker.jobs import JobStore
 from worker.queues import DEFAULT_QUEUE, QUEUES
-from worker.redis_client import broker_transport_options, broker_url, sync_client
+from worker.redis_client import (
+    broker_transport_options,
+    broker_url,
+    broker_use_ssl,
+    sync_client,
+)
 from worker.settings import Settings
 from worker.storage import Storage
 
@@ -77,6 +82,8 @@ def create_celery(settings: Settings, *, with_tasks: bool = False) -> BgworkerCe
             socket_connect_timeout=2,
             socket_timeout=10,
         ),
+        # TLS verified as redis-py does it (kombu alone would not check a rediss:// broker).
+        broker_use_ssl=broker_use_ssl(settings),
         broker_connection_retry_on_startup=True,
         # A publish to an unreachable Redis must fail fast: the API answers 503.
         task_publish_retry_policy={

@@ -7,10 +7,18 @@ changes every one of them at once. With Sentinel, redis-py's ``Sentinel.master_f
 current primary on each new connection and drops a connection whose server has become
 a replica; nothing here follows a failover by hand. Callers pass the same timeout and
 health-check arguments in both cases.
+
+TLS (``rediss://``) is verified by every client made here, kombu's included: certificate
+chain (against ``BGWORKER_REDIS_TLS_CA_FILE`` or the system's CAs) and host name. kombu
+left alone would not: for a ``rediss://`` broker URL without ``broker_use_ssl`` it connects
+with ``ssl_cert_reqs=CERT_NONE`` (``kombu/connection.py``). Only
+``BGWORKER_REDIS_TLS_INSECURE`` turns verification off, with a warning in every process.
 """
 
 from __future__ import annotations
 
+import logging
+import ssl
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +28,9 @@ import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
 
 from worker.settings import Settings
+
+log = logging.getLogger("bgworker.redis")
+_warned_insecure = False
 
 
 class _SentinelRedis(redis.Redis):
@@ -45,7 +56,7 @@ def sync_client(settings: Settings, **options: Any) -> redis.Redis:
     (timeouts, health checks), applied to the primary's connections and, for their
     ``socket_*`` part, to the sentinels'."""
     if not settings.uses_sentinel:
-        return redis.Redis.from_url(settings.redis_url, **options)
+        return redis.Redis.from_url(settings.redis_url, **tls_options(settings), **options)
     # redis-py's sync Sentinel is untyped; its asyncio twin is typed.
     sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(settings.redis_sentinels), sentinel_kwargs=_sentinel_kwargs(settings, options)
@@ -71,6 +82,7 @@ def async_client(
     if pool_size is not None:
         options["max_connections"] = pool_size
     if not settings.uses_sentinel:
+        options.update(tls_options(settings))
         if pool_size is not None:
             pool = aioredis.BlockingConnectionPool.from_url(
                 settings.redis_url, timeout=pool_wait, **options
@@ -96,10 +108,49 @@ def broker_url(settings: Settings) -> str:
     """
     if not settings.uses_sentinel:
         return settings.redis_url
-    auth = f":{quote(settings.redis_password, safe='')}@" if settings.redis_password else ""
+    user = quote(settings.redis_username, safe="")
+    auth = f"{user}:{quote(settings.redis_password, safe='')}@" if settings.redis_password else ""
     return ";".join(
         f"sentinel://{auth}{_netloc(host, port)}/{settings.redis_sentinel_db}"
         for host, port in settings.redis_sentinels
+    )
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """redis-py's connection arguments for TLS: verify certificate and host name (against
+    the CA file when given); nothing without TLS. redis-py 8 verifies by default; these are
+    written out so that no default, and no other client library, decides it."""
+    if not settings.redis_tls:
+        return {}
+    if settings.redis_tls_insecure:
+        _warn_insecure(settings)
+        return {"ssl_cert_reqs": "none", "ssl_check_hostname": False}
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if settings.redis_tls_ca_file is not None:
+        options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+    return options
+
+
+def broker_use_ssl(settings: Settings) -> dict[str, Any] | None:
+    """Celery's ``broker_use_ssl`` for a TLS broker (kombu hands the dict to redis-py's
+    SSLConnection), else None. Without it kombu skips verification for ``rediss://``."""
+    if not settings.redis_tls:
+        return None
+    options = tls_options(settings)
+    reqs = ssl.CERT_NONE if options["ssl_cert_reqs"] == "none" else ssl.CERT_REQUIRED
+    return {**options, "ssl_cert_reqs": reqs}
+
+
+def _warn_insecure(settings: Settings) -> None:
+    global _warned_insecure
+    if _warned_insecure:
+        return
+    _warned_insecure = True
+    log.warning(
+        "BGWORKER_REDIS_TLS_INSECURE is set: the TLS connection to %s is encrypted but NOT "
+        "verified, so anyone between this process and Redis can pose as Redis and read or "
+        "change every job. Give Redis' CA with BGWORKER_REDIS_TLS_CA_FILE instead.",
+        settings.redis_location,
     )
 
 
@@ -129,6 +180,8 @@ def _primary_kwargs(settings: Settings, options: dict[str, Any]) -> dict[str, An
     kwargs = {**options, "db": settings.redis_sentinel_db}
     if settings.redis_password:
         kwargs["password"] = settings.redis_password
+    if settings.redis_username:
+        kwargs["username"] = settings.redis_username
     return kwargs
 
 

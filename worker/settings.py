@@ -54,6 +54,16 @@ class Settings:
     # The sentinels' own password (their requirepass); redis_password is the primary's.
     redis_sentinel_password: str = field(default="", repr=False)
     redis_sentinel_db: int = 0
+    # A Redis ACL user (AUTH <username> <password>); empty: Redis' "default" user.
+    redis_username: str = ""
+    # The password read from this file instead (a Secret mounted as a file), at start-up.
+    redis_password_file: Path | None = None
+    # TLS (rediss://): every client verifies Redis' certificate and host name, against
+    # this CA bundle (PEM) when given, else the system's CAs.
+    redis_tls_ca_file: Path | None = None
+    # Turns that verification off: only when set explicitly, and logged as a warning by
+    # every process (worker/redis_client.py). Anyone on the path can then read the jobs.
+    redis_tls_insecure: bool = False
     state_dir: Path = Path(".bgworker")
     storage_dir: Path = Path(".bgworker/storage")
     thumbnail_widths: tuple[int, ...] = (320, 640, 1280)
@@ -130,10 +140,19 @@ class Settings:
         if "storage_dir" not in values and "state_dir" in values:
             values["storage_dir"] = Path(str(values["state_dir"])) / "storage"
         values["redis_url_from_env"] = "redis_url" in values
+        if "redis_password_file" in values:
+            values["redis_password"] = _password_from_file(values)
+        if values.get("redis_username") and not values.get("redis_password"):
+            raise SettingsError(
+                "BGWORKER_REDIS_USERNAME needs the user's password too "
+                "(BGWORKER_REDIS_PASSWORD or BGWORKER_REDIS_PASSWORD_FILE)"
+            )
         if values.get("redis_password") and not values.get("redis_sentinels"):
             url = str(values.get("redis_url", cls.redis_url))
             try:
-                values["redis_url"] = _with_password(url, str(values["redis_password"]))
+                values["redis_url"] = _with_password(
+                    url, str(values["redis_password"]), str(values.get("redis_username", ""))
+                )
             except ValueError as exc:
                 raise SettingsError(f"BGWORKER_REDIS_PASSWORD: {exc}") from None
         if "task_time_limits" in values:
@@ -147,6 +166,7 @@ class Settings:
     def check(self) -> None:
         """Cross-field rules that single-variable parsing cannot see."""
         self._check_sentinel()
+        self._check_tls()
         if self.soft_time_limit >= self.time_limit:
             raise SettingsError(
                 f"BGWORKER_SOFT_TIME_LIMIT ({self.soft_time_limit}) must be below "
@@ -199,6 +219,39 @@ class Settings:
                 "sentinels the primary's address comes from them (its password from "
                 "BGWORKER_REDIS_PASSWORD, its database from BGWORKER_REDIS_SENTINEL_DB)"
             )
+
+    def _check_tls(self) -> None:
+        given = [
+            var
+            for var, value in (
+                ("BGWORKER_REDIS_TLS_CA_FILE", self.redis_tls_ca_file),
+                ("BGWORKER_REDIS_TLS_INSECURE", self.redis_tls_insecure),
+            )
+            if value
+        ]
+        if given and not self.redis_tls:
+            raise SettingsError(
+                f"{', '.join(given)} given, but Redis is not reached over TLS: use a "
+                "rediss:// BGWORKER_REDIS_URL (TLS is not supported with Sentinel)"
+            )
+        if self.redis_tls_ca_file is not None and self.redis_tls_insecure:
+            raise SettingsError(
+                "BGWORKER_REDIS_TLS_CA_FILE and BGWORKER_REDIS_TLS_INSECURE are both set: a CA "
+                "is for verifying Redis' certificate, the insecure flag turns verification off"
+            )
+        if self.redis_tls_ca_file is not None:
+            try:
+                self.redis_tls_ca_file.read_bytes()
+            except OSError as exc:
+                raise SettingsError(
+                    f"BGWORKER_REDIS_TLS_CA_FILE={str(self.redis_tls_ca_file)!r} cannot be read: "
+                    f"{exc.strerror or exc}"
+                ) from None
+
+    @property
+    def redis_tls(self) -> bool:
+        """Redis is reached over TLS (a ``rediss://`` URL)."""
+        return not self.redis_sentinels and self.redis_url.startswith("rediss://")
 
     @property
     def uses_sentinel(self) -> bool:
@@ -317,9 +370,9 @@ def _time_limits(raw: str) -> dict[str, TimeLimits]:
     return limits
 
 
-def _with_password(url: str, password: str) -> str:
-    """``url`` with ``password`` in it, percent-encoded so that ``@``, ``:`` or ``/`` are safe
-    (redis-py and kombu both decode it)."""
+def _with_password(url: str, password: str, username: str = "") -> str:
+    """``url`` with ``password`` (and ``username``, an ACL user) in it, percent-encoded so
+    that ``@``, ``:`` or ``/`` are safe (redis-py and kombu both decode it)."""
     parts = urlsplit(url)
     if parts.scheme == "unix":
         raise ValueError("a unix:// URL takes its password as ?password=...")
@@ -327,9 +380,33 @@ def _with_password(url: str, password: str) -> str:
         raise ValueError(
             "BGWORKER_REDIS_URL already has a password; set the password in one place only"
         )
-    user = parts.username or ""  # already percent-encoded as written in the URL
+    if username and parts.username:
+        raise ValueError(
+            "BGWORKER_REDIS_URL already has a user name; set the user in one place only"
+        )
+    # The URL's own user name is already percent-encoded as written.
+    user = quote(username, safe="") if username else (parts.username or "")
     netloc = f"{user}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _password_from_file(values: dict[str, object]) -> str:
+    """The password in BGWORKER_REDIS_PASSWORD_FILE, without trailing newlines (as the
+    shell's ``$(cat file)`` reads it: the chart's Redis hashes it that way)."""
+    if "redis_password" in values:
+        raise SettingsError(
+            "BGWORKER_REDIS_PASSWORD and BGWORKER_REDIS_PASSWORD_FILE are both set; give one"
+        )
+    path = Path(str(values["redis_password_file"]))
+    try:
+        password = path.read_text().rstrip("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(
+            f"BGWORKER_REDIS_PASSWORD_FILE={str(path)!r} cannot be read: {exc}"
+        ) from None
+    if not password:
+        raise SettingsError(f"BGWORKER_REDIS_PASSWORD_FILE={str(path)!r} is empty")
+    return password
 
 
 def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
@@ -370,6 +447,18 @@ def _log_level(raw: str) -> str:
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    # Verification is decided by the settings below, for every client at once: a query
+    # such as ?ssl_cert_reqs=none would turn it off for redis-py only, and silently.
+    tls_options = sorted(
+        name
+        for name, _, _ in (p.partition("=") for p in urlsplit(raw).query.split("&"))
+        if name.startswith("ssl_")
+    )
+    if tls_options:
+        raise ValueError(
+            f"TLS options do not go in the URL ({', '.join(tls_options)}): use "
+            "BGWORKER_REDIS_TLS_CA_FILE, or BGWORKER_REDIS_TLS_INSECURE to skip verification"
+        )
     return raw
 
 
@@ -380,6 +469,10 @@ _ENV_FIELDS: dict[str, Callable[[str], object]] = {
     "redis_sentinel_master": _sentinel_master,
     "redis_sentinel_password": str,
     "redis_sentinel_db": _positive(int, 0),
+    "redis_username": str,
+    "redis_password_file": Path,
+    "redis_tls_ca_file": Path,
+    "redis_tls_insecure": _bool,
     "state_dir": Path,
     "storage_dir": Path,
     "thumbnail_widths": _widths,
