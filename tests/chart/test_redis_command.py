@@ -17,16 +17,24 @@ from worker.settings import Settings
 PASSWORD = "s3cret with spaces & $igns"
 
 
-@pytest.fixture
-def chart_redis(tmp_path):
-    sts = render({"redis": {"maxmemory": "64mb"}}).get("StatefulSet", "bgw-bgworker-redis")
+@pytest.fixture(params=[True, False], ids=["acl", "no-acl"])
+def chart_redis(tmp_path, request):
+    values = {"redis": {"maxmemory": "64mb", "acl": {"enabled": request.param}}}
+    sts = render(values).get("StatefulSet", "bgw-bgworker-redis")
     container = sts["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["sh", "-c"]
     script = container["args"][0]
     port = free_port()
-    # Only what differs between a pod and this machine: the data dir, the port, loopback.
+    # Only what differs between a pod and this machine: the data dir, the port, loopback,
+    # and where the users' password files are (tests/chart/test_redis_acl.py tests them).
     script = script.replace("--dir /data", f"--dir {tmp_path}")
     script = script.replace("--port 6379", f"--port {port} --bind 127.0.0.1")
+    users = tmp_path / "users"
+    users.mkdir()
+    for user in ("default", "api", "worker", "keda"):
+        (users / user).write_text(PASSWORD if user == "default" else f"{user}-password")
+    script = script.replace("/etc/redis/users", str(users))
+    script = script.replace("/tmp/users.acl", str(tmp_path / "users.acl"))
     proc = subprocess.Popen(
         ["sh", "-c", script], env={"REDIS_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin"}
     )

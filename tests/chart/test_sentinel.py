@@ -6,6 +6,8 @@ here: what only Sentinel renders, what it refuses, and that without it nothing c
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +36,10 @@ def pod_env(rendered: Rendered) -> dict[str, str]:
     for var in deployment["spec"]["template"]["spec"]["containers"][0].get("env", []):
         if var["name"].startswith("BGWORKER_"):
             env[var["name"]] = var.get("value", "from-a-secret")
+    if "BGWORKER_REDIS_PASSWORD_FILE" in env:  # a file from the Secret, stood in by one here
+        stand_in = Path(tempfile.mkdtemp()) / "password"
+        stand_in.write_text("from-a-secret")
+        env["BGWORKER_REDIS_PASSWORD_FILE"] = str(stand_in)
     return env
 
 

@@ -6,6 +6,8 @@ with some values (external Redis, one queue, autoscaling off).
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -75,11 +77,33 @@ KUBERNETES_SERVICE = {
 }
 
 
+# Stand-ins for the files the pods read their secrets from (BGWORKER_*_FILE).
+POD_FILES = Path(tempfile.mkdtemp(prefix="bgworker-pod-files-"))
+
+
+def mounted_file(c: dict[str, Any], pod: dict[str, Any], path: str) -> str:
+    """A local stand-in for the file ``path`` of container ``c``, which must be an item of a
+    Secret volume mounted there (else the process would start without it)."""
+    for mount in c.get("volumeMounts", []):
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        if not path.startswith(prefix):
+            continue
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        items = [i["path"] for i in volume["secret"]["items"]]
+        assert path[len(prefix) :] in items, f"{path}: not an item of volume {mount['name']}"
+        local = POD_FILES / path.lstrip("/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text("a-secret-from-" + volume["secret"]["secretName"])
+        return str(local)
+    raise AssertionError(f"{path} is in no volume of container {c['name']}")
+
+
 def pod_env(
     rendered: Rendered, c: dict[str, Any], pod: dict[str, Any] | None = None
 ) -> dict[str, str]:
     """The environment a container starts with: the service links the kubelet adds (unless
-    the pod turns them off), its ConfigMaps, then its own env."""
+    the pod turns them off), its ConfigMaps, then its own env. A ``BGWORKER_*_FILE`` points
+    at a local stand-in for the file its Secret volume holds."""
     env: dict[str, str] = dict(KUBERNETES_SERVICE)
     if pod is None:
         pod = next(spec for _, _, spec in rendered.pod_specs() if c in spec["containers"])
@@ -93,6 +117,9 @@ def pod_env(
         else:
             ref = var["valueFrom"]["secretKeyRef"]
             env[var["name"]] = f"<secret {ref['name']}/{ref['key']}>"
+    for name, value in env.items():
+        if name.startswith("BGWORKER_") and name.endswith("_FILE"):
+            env[name] = mounted_file(c, pod, value)
     return env
 
 
@@ -304,31 +331,59 @@ def test_in_flight_is_summed_with_the_queues_not_maxed(chart):
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] > 0
 
 
-def test_redis_password_comes_from_one_secret_for_pods_redis_and_keda(chart):
-    refs = set()
-    for _, _, spec in chart.pod_specs():
+def redis_password_refs(rendered: Rendered) -> dict[str, tuple[str, str]]:
+    """Who reads which Redis password, as (Secret, key): "<pod>:password" for the password
+    file of an API or worker pod, "<redis pod>:<user>" for each file of the built-in Redis'
+    users, "<pod>:<VAR>" for a variable, "keda" for KEDA's TriggerAuthentication."""
+    refs: dict[str, tuple[str, str]] = {}
+    for name, _, spec in rendered.pod_specs():
+        for volume in spec.get("volumes", []):
+            if volume["name"] in {"redis-password", "users"}:
+                for item in volume["secret"]["items"]:
+                    refs[f"{name}:{item['path']}"] = (volume["secret"]["secretName"], item["key"])
         for c in spec["containers"]:
             for var in c.get("env", []):
                 if var["name"] in {"BGWORKER_REDIS_PASSWORD", "REDIS_PASSWORD", "REDISCLI_AUTH"}:
                     ref = var["valueFrom"]["secretKeyRef"]
-                    refs.add((ref["name"], ref["key"]))
-    auths = chart.of_kind("TriggerAuthentication")
-    for auth in auths:
+                    refs[f"{name}:{var['name']}"] = (ref["name"], ref["key"])
+    for auth in rendered.of_kind("TriggerAuthentication"):
         for target in auth["spec"]["secretTargetRef"]:
-            if target["parameter"] == "sentinelPassword":
-                continue  # the sentinels' own: test_sentinel_password_reaches_pods_and_keda
+            if target["parameter"] in {"sentinelPassword", "ca"}:
+                continue  # the sentinels' own (test_sentinel_password_reaches_pods_and_keda), a CA
             assert target["parameter"] == "password"
-            refs.add((target["name"], target["key"]))
+            refs["keda"] = (target["name"], target["key"])
+    return refs
+
+
+def test_redis_password_comes_from_one_secret_for_pods_redis_and_keda(chart):
+    refs = redis_password_refs(chart)
+    auths = [
+        a
+        for a in chart.of_kind("TriggerAuthentication")
+        if any(t["parameter"] == "password" for t in a["spec"]["secretTargetRef"])
+    ]
     redis = chart.values["redis"]
     external = chart.values["externalRedis"]
     if not redis["enabled"] and not external["existingSecret"]:
         assert not refs and not auths, "no password anywhere when Redis has none"
         return
-    assert len(refs) == 1, f"pods, Redis and KEDA must read one secret key; got {refs}"
-    ((secret_name, key),) = refs
+    secrets = {secret for secret, _ in refs.values()}
+    assert len(secrets) == 1, f"pods, Redis and KEDA must read one Secret; got {refs}"
+    (secret_name,) = secrets
+    if redis["enabled"] and redis["acl"]["enabled"]:
+        # Each client is its own ACL user, and Redis hashes exactly the key it reads.
+        clients = {"api": f"{API}:password", "worker": f"{WORKER}:password"}
+        if chart.values["autoscaling"]["enabled"]:
+            clients["keda"] = "keda"
+        for user, who in clients.items():
+            assert refs[who] == refs[f"{REDIS}:{user}"], (user, refs)
+        assert refs[f"{REDIS}:default"] == refs[f"{REDIS}:REDISCLI_AUTH"]  # the probes
+        assert len({refs[f"{REDIS}:{u}"] for u in ("default", "api", "worker", "keda")}) == 4
+    else:
+        assert len(set(refs.values())) == 1, f"pods, Redis and KEDA must read one key: {refs}"
     if redis["enabled"] and not redis["auth"]["existingSecret"]:
-        secret = chart.get("Secret", secret_name)  # the chart makes it: it must hold the key
-        assert key in secret["data"]
+        secret = chart.get("Secret", secret_name)  # the chart makes it: it must hold every key
+        assert {key for _, key in refs.values()} <= set(secret["data"])
     if chart.values["autoscaling"]["enabled"]:
         so = chart.get("ScaledObject", WORKER)
         for t in so["spec"]["triggers"]:

@@ -219,15 +219,9 @@ refuse too. */}}
 {{- end }}
 {{- end }}
 
-{{/* Environment shared by the API and worker containers: settings, password, paths. */}}
+{{/* Environment shared by the API and worker containers: the sentinels' password. Redis'
+own password is a file (bgworker.redis.env, bgworker.redis.volumes). */}}
 {{- define "bgworker.env" -}}
-{{- with include "bgworker.redis.secretName" . }}
-- name: BGWORKER_REDIS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ . }}
-      key: {{ include "bgworker.redis.secretKey" $ }}
-{{- end }}
 {{- with include "bgworker.redis.sentinelSecretName" . }}
 - name: BGWORKER_REDIS_SENTINEL_PASSWORD
   valueFrom:
@@ -259,19 +253,145 @@ cluster, tests/e2e/kind). A generated password never changes: redis/secret.yaml 
 {{- list (include "bgworker.redis.fullname" .) .Values.redis.auth.existingSecretPasswordKey | toJson | sha256sum }}
 {{- end }}
 
+{{/* Who one Redis client is: (dict "ctx" $ "component" "api"|"worker"|"keda") gives
+{"user": ..., "secret": ..., "key": ...} as JSON, "secret" empty when Redis has no password.
+With the built-in Redis and redis.acl.enabled each component is its own ACL user (see
+bgworker.redis.aclRules), else all of them use the one password of externalRedis or
+redis.auth. */}}
+{{- define "bgworker.redis.credentials" -}}
+{{- $v := .ctx.Values }}
+{{- if and $v.redis.enabled $v.redis.acl.enabled }}
+{{- $keys := dict "api" $v.redis.acl.apiPasswordKey "worker" $v.redis.acl.workerPasswordKey "keda" $v.redis.acl.kedaPasswordKey }}
+{{- dict "user" .component "secret" (include "bgworker.redis.secretName" .ctx) "key" (get $keys .component) | toJson }}
+{{- else }}
+{{- dict "user" "" "secret" (include "bgworker.redis.secretName" .ctx) "key" (include "bgworker.redis.secretKey" .ctx) | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* What each ACL user of the built-in Redis may do: the commands bgworker, kombu (Celery's
+transport) and KEDA's redis scaler send, on the keys they use, and nothing else (no
+FLUSHALL, CONFIG, KEYS, DEBUG, ACL, MONITOR, SHUTDOWN). Found in worker/ and api/ (every
+redis-py call and every redis.call of their Lua scripts), kombu/transport/redis.py, and
+KEDA's pkg/scalers/redis_scaler.go; tests/chart/test_redis_acl.py runs a whole job as these
+users on a real redis-server and fails on any command Redis refuses them.
+- Keys: bgworker's own (bgworker:*), the queue lists with kombu's priority sub-lists
+  (critical*, default*, low*), kombu's unacked, unacked_index, unacked_mutex and routing
+  tables (_kombu.*), and for workers their remote-control (pidbox) queues.
+- Both: scripts (EVAL/EVALSHA, SCRIPT LOAD/EXISTS; Redis checks every command a script
+  runs against these rules too), MULTI/EXEC pipelines, and the data commands of job
+  records (hashes), sets of active/scheduled/dead jobs (sorted sets), event streams, queues.
+- The API: XREAD (one blocking read for every event stream) and CLIENT ID/UNBLOCK (to wake
+  it), the reaper's HVALS/LRANGE/ZRANGE.
+- Workers: BRPOP/RPOP (taking messages), and kombu's pidbox broadcast (PUBLISH,
+  PSUBSCRIBE of /0.celery.pidbox, as a literal pattern: Redis matches a PSUBSCRIBE against the
+  allowed channel patterns literally; the built-in Redis has only database 0).
+- KEDA: on connect HELLO/AUTH (always allowed) and PING, then one EVAL of a script that
+  runs TYPE and LLEN, HLEN, SCARD or ZCARD on the list it counts: read-only, and only on
+  the queues and unacked. (CLIENT SETINFO, which Redis 7.2+ clients send on connect, is
+  left out: it fails harmlessly, and Redis 7.0 does not know it.) */}}
+{{- define "bgworker.redis.aclRules" -}}
+{{- $data := "+get +set +del +exists +expire +incr +hset +hsetnx +hget +hmget +hgetall +hincrby +hincrbyfloat +hlen +hexists +hvals +hdel +zadd +zrem +zrange +zrevrange +zrangebyscore +zcard +zscore +lpush +llen +lrange +lindex +xadd +xrange +xrevrange +sadd +smembers +srem" }}
+{{- $base := "resetkeys ~bgworker:* ~critical* ~default* ~low* ~unacked ~unacked_index ~unacked_mutex ~_kombu.* -@all +ping +select +multi +exec +discard +watch +unwatch +eval +evalsha +script|load +script|exists +time" }}
+{{- if eq . "api" }}
+{{- printf "resetchannels %s %s +xread +client|id +client|unblock" $base $data }}
+{{- else if eq . "worker" }}
+{{- printf "resetchannels &/0.celery.pidbox %s ~*.celery.pidbox* %s +brpop +rpop +publish +psubscribe +punsubscribe +subscribe +unsubscribe" $base $data }}
+{{- else if eq . "keda" }}
+{{- "resetchannels resetkeys ~critical ~default ~low ~unacked -@all +ping +eval +type +llen +hlen +scard +zcard" }}
+{{- end }}
+{{- end }}
+
+{{/* The Redis password file and ACL user name of an API or worker container:
+(dict "ctx" $ "component" "api"). The password is a file from the Secret (bgworker.redis.volumes). */}}
+{{- define "bgworker.redis.env" -}}
+{{- $c := include "bgworker.redis.credentials" . | fromJson }}
+{{- if $c.secret }}
+- name: BGWORKER_REDIS_PASSWORD_FILE
+  value: /etc/bgworker/redis/password
+{{- end }}
+{{- if $c.user }}
+- name: BGWORKER_REDIS_USERNAME
+  value: {{ $c.user | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret with the CA bundle that verifies external Redis' certificate; empty without
+one. Refuses a CA without TLS and a CA with tlsInsecure. */}}
+{{- define "bgworker.redis.tlsCASecret" -}}
+{{- $e := .Values.externalRedis }}
+{{- if and (not .Values.redis.enabled) $e.tlsCA.existingSecret }}
+{{- if ne (include "bgworker.redis.tls" .) "true" }}
+{{- fail "externalRedis.tlsCA needs TLS: set externalRedis.tls=true or use a rediss:// externalRedis.url" }}
+{{- end }}
+{{- if $e.tlsInsecure }}
+{{- fail "externalRedis.tlsCA and externalRedis.tlsInsecure are both set: the CA is for verifying Redis' certificate, tlsInsecure turns verification off; give one" }}
+{{- end }}
+{{- $e.tlsCA.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the connection to external Redis is TLS without verification. */}}
+{{- define "bgworker.redis.tlsInsecure" -}}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.tlsInsecure }}
+{{- if ne (include "bgworker.redis.tls" .) "true" }}
+{{- fail "externalRedis.tlsInsecure needs TLS: set externalRedis.tls=true or use a rediss:// externalRedis.url" }}
+{{- end }}
+{{- "true" }}
+{{- end }}
+{{- end }}
+
+{{/* The Redis password and CA files of an API or worker pod: (dict "ctx" $ "component" "api"). */}}
+{{- define "bgworker.redis.volumes" -}}
+{{- $c := include "bgworker.redis.credentials" . | fromJson }}
+{{- if $c.secret }}
+- name: redis-password
+  secret:
+    secretName: {{ $c.secret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $c.key }}
+        path: password
+{{- end }}
+{{- with include "bgworker.redis.tlsCASecret" .ctx }}
+- name: redis-ca
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0444
+    items:
+      - key: {{ $.ctx.Values.externalRedis.tlsCA.key }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+{{- define "bgworker.redis.volumeMounts" -}}
+{{- $c := include "bgworker.redis.credentials" . | fromJson }}
+{{- if $c.secret }}
+- name: redis-password
+  mountPath: /etc/bgworker/redis
+  readOnly: true
+{{- end }}
+{{- if include "bgworker.redis.tlsCASecret" .ctx }}
+- name: redis-ca
+  mountPath: /etc/bgworker/redis-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
 {{/* /tmp and the shared storage, mounted the same way in API and worker pods. */}}
 {{- define "bgworker.volumes" -}}
 - name: tmp
-  emptyDir: {}
+  emptyDir:
+    sizeLimit: {{ .sizeLimit }}
 - name: storage
   persistentVolumeClaim:
-    claimName: {{ include "bgworker.storage.claimName" . }}
+    claimName: {{ include "bgworker.storage.claimName" .ctx }}
+{{- include "bgworker.redis.volumes" . }}
 {{- end }}
 {{- define "bgworker.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
 - name: storage
-  mountPath: {{ .Values.storage.mountPath }}
+  mountPath: {{ .ctx.Values.storage.mountPath }}
+{{- include "bgworker.redis.volumeMounts" . }}
 {{- end }}
 
 {{/* Grace period the kubelet gives a worker: the shutdown deadline plus Celery's teardown. */}}
