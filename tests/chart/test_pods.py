@@ -53,6 +53,32 @@ def test_image_registry_and_digests_apply_to_every_image():
     )
 
 
+def test_digests_pin_every_image_and_the_tags_are_then_unused():
+    """Issue 13 (section 4): the Redis and bgworker images pinned by digest as values. A
+    digest set next to a tag wins; no container of any pod is left on a tag."""
+    digests = {
+        "api": "sha256:" + "d" * 64,
+        "worker": "sha256:" + "e" * 64,
+        "redis": "sha256:" + "f" * 64,
+    }
+    values = {part: {"image": {"tag": "floating", "digest": d}} for part, d in digests.items()}
+    rendered = render(values)
+    for name, (_, spec) in pods(rendered).items():
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            assert "@sha256:" in c["image"] and "floating" not in c["image"], (name, c["image"])
+    assert image_of(rendered, REDIS) == f"redis@{digests['redis']}"
+    assert image_of(rendered, WORKER) == f"bgworker-worker@{digests['worker']}"
+    assert image_of(rendered, SMOKE) == f"bgworker-api@{digests['api']}"
+
+
+@pytest.mark.parametrize(
+    "digest", ["sha256:" + "A" * 64, "sha256:" + "a" * 63, "sha512:" + "a" * 64, "a" * 64]
+)
+def test_a_digest_that_is_not_sha256_hex_is_refused(digest):
+    with pytest.raises(HelmError, match="/redis/image/digest"):
+        render({"redis": {"image": {"digest": digest}}})
+
+
 # --- scheduling knobs and extra volumes per component --------------------------------------
 
 
