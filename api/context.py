@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from api import event_hub
+from api.auth import Authenticator
 from api.event_hub import EventHub
 from api.metrics import RedisCollector
 from api.scheduler import janitor_forever, promote_forever, reap_forever
@@ -42,6 +43,7 @@ class AppContext:
     storage: Storage
     metrics: CollectorRegistry
     events: EventHub  # every event stream of this process, on one connection
+    auth: Authenticator  # who each request acts as (its API key)
 
 
 def ctx(request: Request) -> AppContext:
@@ -94,6 +96,7 @@ def lifespan_for(settings: Settings) -> Lifespan:
                 ),
                 settings.max_event_streams,
             ),
+            auth=Authenticator(settings, async_client),
         )
         context.events.start()
         loops = [

@@ -26,6 +26,8 @@ def error_response(
 async def on_bgworker_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BgworkerError)
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+    if exc.status == 401:  # RFC 6750: say which scheme to use
+        headers = {"WWW-Authenticate": 'Bearer realm="bgworker"'}
     return error_response(exc.status, exc.code, exc.message, headers)
 
 

@@ -18,7 +18,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from api.auth import may_see
 from api.context import ctx
+from worker.auth import Principal
 from worker.errors import InvalidRequest, NotFound
 from worker.jobs import Job, events_key, job_key, text, valid_id
 
@@ -37,7 +39,7 @@ def _event(entry_id: bytes, job: Job) -> bytes:
     return b"id: %s\nevent: job\ndata: %s\n\n" % (entry_id, data.encode())
 
 
-async def stream_events(request: Request, job_id: str) -> Response:
+async def stream_events(request: Request, job_id: str, principal: Principal) -> Response:
     c = ctx(request)
     if not valid_id(job_id):
         raise NotFound(f"no job {job_id!r}")
@@ -49,7 +51,7 @@ async def stream_events(request: Request, job_id: str) -> Response:
     pipe.hgetall(job_key(job_id))
     pipe.xrevrange(events_key(job_id), count=1)
     record, last = await pipe.execute()  # both replies typed Any by redis-py
-    if not record:
+    if not record or not may_see(principal, Job.from_hash(record)):
         raise NotFound(f"no job {job_id!r}: the id is wrong, or the record expired")
     resume = request.headers.get("last-event-id")
     if resume is not None and not _STREAM_ID.fullmatch(resume):

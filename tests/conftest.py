@@ -89,6 +89,8 @@ def pytest_make_collect_report(
 # Small limits keep the redelivery after a SIGKILL (visibility timeout = longest hard
 # limit + margin = 10 + 1 s) short enough for a test.
 TEST_ENV = {
+    # Behaviour tests act as the anonymous admin; tests/api/test_auth.py turns keys on.
+    "BGWORKER_AUTH": "off",
     "BGWORKER_DEBUG_TASKS": "1",
     "BGWORKER_SHUTDOWN_TIMEOUT": "3",
     "BGWORKER_SOFT_TIME_LIMIT": "9",

@@ -28,18 +28,23 @@ def run_cli(env, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_dev_runs_everything_and_ctrl_c_stops_it_all(tmp_path):
-    port = free_port()
-    env = {**os.environ, "BGWORKER_STATE_DIR": str(tmp_path / "state"), "BGWORKER_DEBUG_TASKS": "1"}
-    env = {k: v for k, v in env.items() if k != "BGWORKER_REDIS_URL"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "dev", "--port", str(port)],
+def start_dev(env: dict[str, str], port: int, *args: str) -> subprocess.Popen[str]:
+    """``bgworker dev`` as a user starts it, its output collected."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "dev", "--port", str(port), *args],
         env=env,
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_dev_runs_everything_and_ctrl_c_stops_it_all(tmp_path):
+    port = free_port()
+    env = {**os.environ, "BGWORKER_STATE_DIR": str(tmp_path / "state"), "BGWORKER_DEBUG_TASKS": "1"}
+    env = {k: v for k, v in env.items() if k != "BGWORKER_REDIS_URL"}
+    proc = start_dev(env, port)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: answers(f"{base}/readyz"), timeout=30, what="bgworker dev to be ready")
@@ -66,14 +71,7 @@ def test_second_dev_on_the_same_state_dir_refuses_and_names_the_way_out(tmp_path
     env = {**os.environ, "BGWORKER_STATE_DIR": str(tmp_path / "state")}
     env = {k: v for k, v in env.items() if k != "BGWORKER_REDIS_URL"}
     port = free_port()
-    first = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "dev", "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    first = start_dev(env, port)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: answers(f"{base}/readyz"), timeout=30, what="the first bgworker dev")
@@ -85,23 +83,7 @@ def test_second_dev_on_the_same_state_dir_refuses_and_names_the_way_out(tmp_path
         assert answers(f"{base}/readyz"), "the first instance is untouched"
         # Its own directory: it starts (and stops) alongside the first.
         other_port = free_port()
-        other = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "worker.cli",
-                "dev",
-                "--port",
-                str(other_port),
-                "--state-dir",
-                str(tmp_path / "other"),
-            ],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        other = start_dev(env, other_port, "--state-dir", str(tmp_path / "other"))
         try:
             wait_for(
                 lambda: answers(f"http://127.0.0.1:{other_port}/readyz"),

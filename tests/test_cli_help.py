@@ -7,7 +7,7 @@ import pytest
 from tests.helpers import REPO
 from worker.cli import main
 
-COMMANDS = ["dev", "api", "worker", "alive", "smoke", "queues", "dead"]
+COMMANDS = ["dev", "api", "worker", "alive", "smoke", "queues", "dead", "keys"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -12,9 +12,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+import redis
 
 from worker.errors import BgworkerError, SettingsError
+
+if TYPE_CHECKING:
+    from worker.auth import KeyStore
 from worker.queues import QUEUES
 from worker.settings import Settings
 
@@ -28,6 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BgworkerError as exc:
         print(f"bgworker: {exc.message}", file=sys.stderr)
         return 2
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        print(
+            f"bgworker: cannot reach Redis at {settings.redis_location} ({exc}); is it "
+            "running, and are BGWORKER_REDIS_URL / BGWORKER_REDIS_SENTINELS right?",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     smoke.add_argument("url", metavar="API_URL", help="e.g. http://bgw-bgworker-api")
     smoke.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the job")
+    smoke.add_argument(
+        "--api-key-file",
+        type=Path,
+        help="file holding the API key to send (default: $BGWORKER_API_KEY, else none)",
+    )
     smoke.set_defaults(run=cmd_smoke)
 
     queues = sub.add_parser(
@@ -149,7 +166,79 @@ def _parser() -> argparse.ArgumentParser:
     )
     dead.add_argument("replay", nargs="*", metavar="JOB_ID", help="job ids to re-enqueue")
     dead.set_defaults(run=cmd_dead)
+
+    keys = sub.add_parser(
+        "keys",
+        help="create, list or revoke API keys",
+        description="API keys (Bearer tokens) for the HTTP API: each has scopes and an "
+        "owner (the tenant whose jobs it sees); Redis keeps only a hash of each.",
+    )
+    keys_sub = keys.add_subparsers(required=True, metavar="ACTION")
+    create = keys_sub.add_parser(
+        "create",
+        help="make a key and print its token (shown only this once)",
+        description="Make an API key and print its token on stdout, once: only its hash is "
+        "kept, so a lost token is revoked and replaced.",
+    )
+    create.add_argument("--name", required=True, help="what the key is for (shown in lists)")
+    create.add_argument(
+        "--scopes",
+        default="jobs:write,jobs:read",
+        help="comma-separated: jobs:write, jobs:read, admin (default: jobs:write,jobs:read)",
+    )
+    create.add_argument(
+        "--owner",
+        default="",
+        help="the tenant whose jobs the key sees (default: the key's own id); keys with "
+        "one owner share their jobs",
+    )
+    create.set_defaults(run=cmd_keys_create)
+    listing = keys_sub.add_parser("list", help="list keys (never their tokens)")
+    listing.set_defaults(run=cmd_keys_list)
+    revoke = keys_sub.add_parser("revoke", help="revoke keys by id (takes effect within 10 s)")
+    revoke.add_argument("key_ids", nargs="+", metavar="KEY_ID")
+    revoke.set_defaults(run=cmd_keys_revoke)
     return parser
+
+
+def _keys(settings: Settings) -> KeyStore:
+    from worker.auth import KeyStore
+    from worker.redis_client import sync_client
+
+    return KeyStore(sync_client(settings, socket_connect_timeout=2))
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.auth import parse_scopes
+
+    principal, token = _keys(settings).create(args.name, parse_scopes(args.scopes), args.owner)
+    print(token)
+    print(
+        f"bgworker: key {principal.key_id} ({principal.name}; owner {principal.owner}; "
+        f"scopes {','.join(sorted(principal.scopes))}). The token above is shown only now: "
+        "send it as 'Authorization: Bearer <token>'.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    print(f"{'KEY':<13} {'OWNER':<20} {'SCOPES':<28} {'CREATED (UTC)':<20} NAME")
+    for principal, created in _keys(settings).list():
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(created))
+        scopes = ",".join(sorted(principal.scopes))
+        print(
+            f"{principal.key_id:<13} {principal.owner:<20} {scopes:<28} {when:<20} {principal.name}"
+        )
+    return 0
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    store = _keys(settings)
+    for key_id in args.key_ids:
+        store.revoke(key_id)
+        print(f"bgworker: revoked key {key_id}")
+    return 0
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
@@ -158,6 +247,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.limits import BodyDeadline, bounded_h11
 
+    check_exposure(settings, args.host)
     # In-process: uvicorn's own SIGTERM handling is what stops this process.
     uvicorn.run(
         BodyDeadline(create_app(settings), settings.max_upload_seconds),
@@ -174,6 +264,32 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         h11_max_incomplete_event_size=16 * 1024,
     )
     return 0
+
+
+def check_exposure(settings: Settings, host: str) -> None:
+    """No unauthenticated API beyond this machine: BGWORKER_AUTH=off only on loopback."""
+    if settings.auth == "off" and not _loopback(host):
+        raise SettingsError(
+            f"BGWORKER_AUTH=off would let anyone who reaches {host} read and cancel every "
+            "job; keep keys on (the default) or bind to 127.0.0.1"
+        )
+    if settings.auth == "required" and not settings.admin_key:
+        print(
+            "bgworker: every request needs an API key; make one with `bgworker keys create "
+            "--name NAME` (or set BGWORKER_ADMIN_KEY)",
+            file=sys.stderr,
+        )
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -204,8 +320,11 @@ def cmd_smoke(settings: Settings, args: argparse.Namespace) -> int:
     from worker.errors import SmokeFailed
     from worker.smoke import run
 
+    key = settings.api_key
+    if args.api_key_file is not None:
+        key = args.api_key_file.read_text().strip()
     try:
-        run(args.url, args.timeout)
+        run(args.url, args.timeout, api_key=key)
     except SmokeFailed as exc:
         print(f"bgworker smoke: FAILED: {exc.message}", file=sys.stderr)
         return 1
@@ -286,6 +405,9 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         env["BGWORKER_REDIS_URL"] = server.url
         print(f"bgworker: started redis-server on {server.url} (data in {server.data_dir})")
     env.setdefault("BGWORKER_STATE_DIR", str(settings.state_dir))
+    if "BGWORKER_AUTH" not in env and _loopback(args.host):
+        # The embedded default on this machine only: open, as a local tool is.
+        env["BGWORKER_AUTH"] = "off"
     command = [sys.executable, "-m", "worker.cli"]
     # Own sessions: Ctrl-C reaches only this process, which stops the others in order
     # (worker first, so it can finish its job while Redis is still up).

@@ -44,6 +44,7 @@ def submit(
     countdown: float = 0,
     job_id: str | None = None,
     idempotency: str | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> tuple[Job, bool]:
     """Create the record and, for a job to run now, push its message; ``(job, created)``.
 
@@ -77,7 +78,14 @@ def submit(
     """
     job_id, due, message = _prepare(celery, kind, args, queue, countdown, job_id)
     return store.create(
-        kind, args, queue, job_id=job_id, idempotency=idempotency, due=due, message=message
+        kind,
+        args,
+        queue,
+        job_id=job_id,
+        idempotency=idempotency,
+        due=due,
+        message=message,
+        extra=extra,
     )
 
 
@@ -91,6 +99,7 @@ async def submit_async(
     countdown: float = 0,
     job_id: str | None = None,
     idempotency: str | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> tuple[Job, bool]:
     """:func:`submit` on the event loop: the message is built here (pure Python, about
     50 µs) and the script sent with ``redis.asyncio``, with no thread-pool hop.
@@ -101,7 +110,14 @@ async def submit_async(
     """
     job_id, due, message = _prepare(celery, kind, args, queue, countdown, job_id)
     return await store.create(
-        kind, args, queue, job_id=job_id, idempotency=idempotency, due=due, message=message
+        kind,
+        args,
+        queue,
+        job_id=job_id,
+        idempotency=idempotency,
+        due=due,
+        message=message,
+        extra=extra,
     )
 
 

@@ -4,6 +4,8 @@
     ├── InputError                 the request is wrong; nothing was changed (4xx)
     │   ├── InvalidRequest         422 invalid_request
     │   ├── NotFound               404 not_found
+    │   ├── Unauthorized           401 unauthorized (no API key, or an unknown one)
+    │   ├── Forbidden              403 forbidden (the key lacks the route's scope)
     │   ├── Conflict               409 conflict
     │   ├── UploadTooLarge         413 payload_too_large
     │   ├── UnsupportedMediaType   415 unsupported_media_type
@@ -49,6 +51,16 @@ class InvalidRequest(InputError):
 class NotFound(InputError):
     status = 404
     code = "not_found"
+
+
+class Unauthorized(InputError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(InputError):
+    status = 403
+    code = "forbidden"
 
 
 class Conflict(InputError):

@@ -91,6 +91,9 @@ class Job:
     finished_at: float | None
     error: dict[str, str] | None
     result: Any
+    owner: str = ""  # the API key's owner that created it ("" before keys existed)
+    shared: bool = False  # created public: thumbnails served to anyone with the link
+    digest: str = ""  # what the creating request asked for (idempotency check)
 
     @classmethod
     def from_hash(cls, data: Mapping[Any, Any]) -> Job:
@@ -111,6 +114,9 @@ class Job:
             finished_at=_float_or_none(d.get("finished_at")),
             error=json.loads(d["error"]) if d.get("error") else None,
             result=json.loads(d["result"]) if d.get("result") else None,
+            owner=d.get("owner", ""),
+            shared=d.get("public") == "1",
+            digest=d.get("digest", ""),
         )
 
     @property
@@ -329,6 +335,7 @@ class JobStore:
         idempotency: str | None = None,
         due: float | None = None,
         message: tuple[str, str] | None = None,
+        extra: Mapping[str, str] | None = None,
     ) -> tuple[Job, bool]:
         """Write a ``queued`` record; with an idempotency key seen before, return that job.
 
@@ -336,9 +343,12 @@ class JobStore:
         from which :func:`worker.enqueue.promote_due` publishes it when the time comes.
         A ``message`` (list key, entry: :class:`worker.message.MessageBuilder`) is pushed
         in the same script: record and message exist together or not at all. ``job_id``
-        must be fresh (:func:`new_id`).
+        must be fresh (:func:`new_id`). ``extra`` fields go on the record as they are
+        (``owner``, ``public``, ``digest``).
         """
-        call = _CreateCall(self.retention, kind, args, queue, job_id, idempotency, due, message)
+        call = _CreateCall(
+            self.retention, kind, args, queue, job_id, idempotency, due, message, extra
+        )
         return call.result(self._create(keys=call.keys, args=call.argv))
 
     # -- reads ----------------------------------------------------------------------
@@ -575,9 +585,12 @@ class AsyncJobStore:
         idempotency: str | None = None,
         due: float | None = None,
         message: tuple[str, str] | None = None,
+        extra: Mapping[str, str] | None = None,
     ) -> tuple[Job, bool]:
         """:meth:`JobStore.create`, one round trip on the event loop."""
-        call = _CreateCall(self.retention, kind, args, queue, job_id, idempotency, due, message)
+        call = _CreateCall(
+            self.retention, kind, args, queue, job_id, idempotency, due, message, extra
+        )
         async with self._bounded():
             reply = await self._create(keys=call.keys, args=call.argv)
         return call.result(reply)
@@ -613,6 +626,7 @@ class _CreateCall:
         idempotency: str | None,
         due: float | None,
         message: tuple[str, str] | None,
+        extra: Mapping[str, str] | None = None,
     ) -> None:
         job_id = job_id or new_id()
         record: dict[str, str] = {
@@ -627,6 +641,7 @@ class _CreateCall:
         }
         if idempotency is not None:
             record["idempotency"] = idempotency
+        record.update(extra or {})
         list_key, entry = message if message is not None else (queue, "")
         argv: list[Any] = [
             job_id,

@@ -113,6 +113,17 @@ class Settings:
     sse_keepalive_seconds: int = 15
     # Event streams one API process serves at once (all share one Redis connection);
     # beyond it a new stream is refused with 503 + Retry-After.
+    # "required": every route but /healthz and /readyz needs an API key (Bearer); "off"
+    # only for `bgworker dev` on loopback (bgworker api refuses it on other addresses).
+    auth: str = "required"
+    # The bootstrap admin key (at least 32 characters; the chart draws one into a Secret).
+    admin_key: str = field(default="", repr=False)
+    # Signs the thumbnail links of private jobs, so that an <img> can load them without
+    # a header; without it those thumbnails need the Bearer header.
+    url_signing_key: str = field(default="", repr=False)
+    signed_url_seconds: int = 24 * 3600
+    # The key clients of the API on this side send (`bgworker smoke`).
+    api_key: str = field(default="", repr=False)
     max_event_streams: int = 1000
     # A stream ends after this long (the client reconnects with Last-Event-ID and misses
     # nothing), so no connection is held for ever.
@@ -136,7 +147,8 @@ class Settings:
                 try:
                     values[name] = parse(env[var])
                 except (ValueError, TypeError) as exc:
-                    raise SettingsError(f"{var}={env[var]!r} is not valid: {exc}") from None
+                    shown = "***" if name in _SECRETS else repr(env[var])  # never log a secret
+                    raise SettingsError(f"{var}={shown} is not valid: {exc}") from None
         if "storage_dir" not in values and "state_dir" in values:
             values["storage_dir"] = Path(str(values["state_dir"])) / "storage"
         values["redis_url_from_env"] = "redis_url" in values
@@ -444,6 +456,25 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _auth_mode(raw: str) -> str:
+    mode = raw.strip().lower()
+    if mode not in {"required", "off"}:
+        raise ValueError('expected "required" or "off"')
+    return mode
+
+
+def _secret(name: str) -> Callable[[str], str]:
+    def check(raw: str) -> str:
+        if raw and len(raw) < 32:
+            # Never echo the value: the error is logged.
+            raise ValueError(
+                f"{name} must be at least 32 characters (draw one: openssl rand -hex 32)"
+            )
+        return raw
+
+    return check
+
+
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("expected a redis://, rediss:// or unix:// URL")
@@ -461,6 +492,9 @@ def _redis_url(raw: str) -> str:
         )
     return raw
 
+
+# Fields whose values are never shown (repr, error messages).
+_SECRETS = frozenset(f.name for f in dataclasses.fields(Settings) if not f.repr)
 
 _ENV_FIELDS: dict[str, Callable[[str], object]] = {
     "redis_url": _redis_url,
@@ -504,6 +538,11 @@ _ENV_FIELDS: dict[str, Callable[[str], object]] = {
     "log_level": _log_level,
     "retry_after_seconds": _positive(int),
     "sse_keepalive_seconds": _positive(int),
+    "auth": _auth_mode,
+    "admin_key": _secret("BGWORKER_ADMIN_KEY"),
+    "url_signing_key": _secret("BGWORKER_URL_SIGNING_KEY"),
+    "signed_url_seconds": _positive(int, 60),
+    "api_key": str,
     "max_event_streams": _positive(int),
     "event_stream_max_seconds": _positive(int),
 }

@@ -21,14 +21,22 @@ from worker.errors import SmokeFailed
 TERMINAL_FAILURES = {"failed", "dead", "cancelled"}
 
 
-def run(base_url: str, timeout: float = 120.0, log: Any = print) -> str:
-    """Upload, wait, fetch; return the job id, or raise :class:`SmokeFailed` saying where."""
+def run(base_url: str, timeout: float = 120.0, log: Any = print, api_key: str = "") -> str:
+    """Upload, wait, fetch; return the job id, or raise :class:`SmokeFailed` saying where.
+
+    ``api_key`` is sent as ``Authorization: Bearer`` (a key with jobs:write and jobs:read).
+    """
     base = base_url.rstrip("/")
-    accepted = _request(
+    auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def request(method: str, url: str, body: bytes | None = None, **kw: Any) -> bytes:
+        return _request(method, url, body, {**kw.pop("headers", {}), **auth}, **kw)
+
+    accepted = request(
         "POST",
         f"{base}/v1/images?priority=critical",
         photo(),
-        {"Content-Type": "image/jpeg"},
+        headers={"Content-Type": "image/jpeg"},
         expect=202,
     )
     job = json.loads(accepted)
@@ -44,12 +52,12 @@ def run(base_url: str, timeout: float = 120.0, log: Any = print) -> str:
                 "(kubectl get deploy,scaledobject) and is KEDA installed?"
             )
         time.sleep(0.5)
-        job = json.loads(_request("GET", f"{base}/v1/jobs/{job['id']}", expect=200))
+        job = json.loads(request("GET", f"{base}/v1/jobs/{job['id']}", expect=200))
         state = job["state"]
     width = min(job["result"]["thumbnails"], key=int) if job.get("result") else None
     if width is None:
         raise SmokeFailed(f"job {job['id']} succeeded without thumbnails: {job}")
-    thumb = _request("GET", f"{base}/v1/images/{job['id']}/{width}", expect=200)
+    thumb = request("GET", f"{base}/v1/images/{job['id']}/{width}", expect=200)
     if not (thumb[:4] == b"RIFF" and thumb[8:12] == b"WEBP"):
         raise SmokeFailed(f"thumbnail {width} of job {job['id']} is not a WebP image")
     log(f"job {job['id']} succeeded; thumbnail {width} is {len(thumb)} bytes of WebP")

@@ -26,6 +26,7 @@ TOO_LARGE = UploadTooLarge(
 
 async def create_job(request: Request) -> Response:
     c = ctx(request)
+    principal = await c.auth.require(request, "jobs:write")
     key = params.idempotency_key(request)
     try:
         body = json.loads(await limited(request, MAX_JOB_BODY, TOO_LARGE).body())
@@ -46,9 +47,21 @@ async def create_job(request: Request) -> Response:
     queue = params.priority(body.get("priority"))
     delay = _delay(body.get("delay_seconds", 0), c.settings.max_delay_seconds)
     clean_args = catalog.validate(task, args, c.settings)
-    job, _ = await submit_async(
-        c.jobs, c.celery, task, clean_args, queue, countdown=delay, idempotency=key
+    digest = params.digest(
+        {"task": task, "args": clean_args, "priority": queue, "delay_seconds": delay}
     )
+    job, created = await submit_async(
+        c.jobs,
+        c.celery,
+        task,
+        clean_args,
+        queue,
+        countdown=delay,
+        idempotency=params.scoped_key(principal, "jobs", key),
+        extra={"owner": principal.owner, "digest": digest},
+    )
+    if not created:
+        params.same_request(job, digest, key)
     return params.accepted(job)
 
 
@@ -61,20 +74,29 @@ def _delay(value: Any, maximum: int) -> float:
 
 
 async def get_job(request: Request) -> Response:
-    job = await run_in_threadpool(ctx(request).store.require, params.job_id(request))
+    c = ctx(request)
+    principal = await c.auth.require(request, "jobs:read")
+    job = await run_in_threadpool(c.store.require, params.job_id(request))
+    params.check_owner(principal, job)
     return JSONResponse(job.public())
 
 
 async def cancel_job(request: Request) -> Response:
-    job = await run_in_threadpool(ctx(request).store.cancel, params.job_id(request))
+    c = ctx(request)
+    principal = await c.auth.require(request, "jobs:write")
+    job_id = params.job_id(request)
+    params.check_owner(principal, await run_in_threadpool(c.store.require, job_id))
+    job = await run_in_threadpool(c.store.cancel, job_id)
     return JSONResponse(job.public())
 
 
 async def job_events(request: Request) -> Response:
-    return await stream_events(request, params.job_id(request))
+    principal = await ctx(request).auth.require(request, "jobs:read")
+    return await stream_events(request, params.job_id(request), principal)
 
 
 async def list_dead(request: Request) -> Response:
+    await ctx(request).auth.require(request, "admin")
     raw = request.query_params.get("limit", "100")
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
         raise InvalidRequest("limit must be an integer from 1 to 1000")
@@ -90,6 +112,7 @@ def _dead_view(job: Any) -> dict[str, Any]:
 
 async def retry_dead(request: Request) -> Response:
     c = ctx(request)
+    await c.auth.require(request, "admin")
     job = await run_in_threadpool(replay_dead, c.store, c.celery, params.job_id(request))
     return params.accepted(job)
 

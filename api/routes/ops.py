@@ -37,11 +37,13 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    await ctx(request).auth.require(request, "admin")
     body = await run_in_threadpool(generate_latest, ctx(request).metrics)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 async def queues(request: Request) -> Response:
+    await ctx(request).auth.require(request, "admin")
     return JSONResponse(await run_in_threadpool(report, ctx(request).redis))
 
 

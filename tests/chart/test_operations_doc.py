@@ -144,8 +144,11 @@ def test_every_helm_set_names_a_real_value():
 
 def test_jsonpath_and_metric_names_exist(chart):
     text = DOC.read_text()
-    for path in re.findall(r"jsonpath='\{\.([\w.]+)\}'", text):
-        node: Any = chart.get("Deployment", f"{RELEASE}-bgworker-worker")
+    kinds = {"deploy": "Deployment", "secret": "Secret", "statefulset": "StatefulSet"}
+    found = re.findall(r"get (\w+) ([\w-]+) -o jsonpath='\{\.([\w.]+)\}'", text)
+    assert found, "the doc reads fields with jsonpath"
+    for kind, name, path in found:
+        node: Any = chart.get(kinds[kind], name)
         for part in path.split("."):
             node = node[part]
     api_metrics = (REPO / "api" / "metrics.py").read_text()

@@ -92,6 +92,7 @@ def test_api_answers_503_when_redis_is_full(chart_redis, tmp_path):
             "BGWORKER_REDIS_PASSWORD": PASSWORD,
             "BGWORKER_STATE_DIR": str(tmp_path / "state"),
             "BGWORKER_DEBUG_TASKS": "1",
+            "BGWORKER_AUTH": "off",
         }
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as api:

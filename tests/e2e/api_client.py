@@ -23,9 +23,11 @@ FAILED_STATES = frozenset({"failed", "dead", "cancelled"})
 class Api:
     """A bgworker API at ``base_url`` (``http://127.0.0.1:PORT``)."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 30.0, token: str = "") -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        # The installation's API key (BGWORKER_ADMIN_KEY, or the chart's Secret).
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=self.headers)
 
     def close(self) -> None:
         self.http.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -33,8 +34,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 # limit + margin = 15 + 1 s; the thumbnail task's own 90 s limit is lowered too) within a
 # test's patience.
 SHUTDOWN_TIMEOUT = 8
+ADMIN_KEY = secrets.token_hex(24)
 ENV = {
     "BGWORKER_DEBUG_TASKS": "1",
+    # Keys on, as in production: the client sends this admin key.
+    "BGWORKER_ADMIN_KEY": ADMIN_KEY,
     "BGWORKER_STATE_DIR": "/tmp/bgworker",
     "BGWORKER_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
     "BGWORKER_SOFT_TIME_LIMIT": "14",
@@ -65,7 +69,7 @@ def stack(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> Iterator[Api]:
-    client = Api(stack.api_url)
+    client = Api(stack.api_url, token=ADMIN_KEY)
     client.wait_ready(timeout=60)
     yield client
     client.close()

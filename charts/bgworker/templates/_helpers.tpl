@@ -54,6 +54,22 @@ what Kubernetes or KEDA derive from the name:
 {{- define "bgworker.api.fullname" -}}
 {{- include "bgworker.componentName" (dict "ctx" . "suffix" "api" "max" 63) }}
 {{- end }}
+{{- define "bgworker.auth.secretName" -}}
+{{- .Values.auth.existingSecret | default (include "bgworker.componentName" (dict "ctx" . "suffix" "api-keys" "max" 253)) }}
+{{- end }}
+{{/* The API's keys, from the auth Secret (api/auth-secret.yaml or auth.existingSecret). */}}
+{{- define "bgworker.api.authEnv" -}}
+- name: BGWORKER_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "bgworker.auth.secretName" . }}
+      key: adminKey
+- name: BGWORKER_URL_SIGNING_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "bgworker.auth.secretName" . }}
+      key: urlSigningKey
+{{- end }}
 {{- define "bgworker.worker.fullname" -}}
 {{- include "bgworker.componentName" (dict "ctx" . "suffix" "worker" "max" 54) }}
 {{- end }}

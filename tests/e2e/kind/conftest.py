@@ -19,6 +19,7 @@ port-forward. The tests share it and each leaves it idle.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import shlex
@@ -292,7 +293,10 @@ def kind_api(kind_cluster: Cluster, release: None) -> Iterator[ForwardedApi]:
     port = int(k8s.suite_values()["api"]["service"]["port"])
     forward = PortForward(kind_cluster, f"svc/{k8s.API_SERVICE}", remote_port=port)
     forward.start()
-    api = ForwardedApi(forward)
+    # The admin key the chart drew into its Secret (NOTES.txt tells operators the same).
+    secret = kind_cluster.core.read_namespaced_secret(f"{k8s.FULLNAME}-api-keys", k8s.NAMESPACE)
+    token = base64.b64decode(secret.data["adminKey"]).decode()
+    api = ForwardedApi(forward, token=token)
     try:
         api.wait_ready(timeout=120)
         yield api

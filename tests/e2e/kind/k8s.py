@@ -625,9 +625,12 @@ class ReconnectingTransport(httpx.HTTPTransport):
 class ForwardedApi(Api):
     """The e2e API client, talking through a self-healing port-forward."""
 
-    def __init__(self, forward: PortForward, timeout: float = 30.0) -> None:
-        super().__init__(forward.url, timeout=timeout)
+    def __init__(self, forward: PortForward, timeout: float = 30.0, token: str = "") -> None:
+        super().__init__(forward.url, timeout=timeout, token=token)
         self.http.close()
         self.http = httpx.Client(
-            base_url=self.base_url, timeout=timeout, transport=ReconnectingTransport(forward)
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=ReconnectingTransport(forward),
+            headers=self.headers,
         )
