@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -22,10 +23,13 @@ from api.metrics import RedisCollector
 from api.scheduler import janitor_forever, promote_forever, reap_forever
 from worker import redis_client
 from worker.celery_app import BgworkerCelery, create_celery
+from worker.errors import SettingsError
 from worker.jobs import AsyncJobStore, JobStore
 from worker.message import message_builder
 from worker.settings import Settings
 from worker.storage import Storage
+
+log = logging.getLogger(__name__)
 
 # Connections of the API's asyncio pool. Requests hold one for a round trip (event
 # streams wait on the hub's own connection), so a hundred serve thousands of requests/s.
@@ -44,6 +48,22 @@ class AppContext:
     metrics: CollectorRegistry
     events: EventHub  # every event stream of this process, on one connection
     auth: Authenticator  # who each request acts as (its API key)
+
+
+async def check_wait_aof(client: aioredis.Redis) -> None:
+    """BGWORKER_ENQUEUE_FSYNC needs WAITAOF (Redis >= 7.2, Valkey) and an append-only file:
+    refuse to start without them, rather than fail every enqueue. An unreachable Redis is
+    no reason to refuse (it may come later); the first enqueue then says what is wrong."""
+    try:
+        await client.execute_command("WAITAOF", 0, 0, 0)  # type: ignore[no-untyped-call]
+        await client.execute_command("WAITAOF", 1, 0, 100)  # type: ignore[no-untyped-call]
+    except redis.ResponseError as exc:
+        raise SettingsError(
+            "BGWORKER_ENQUEUE_FSYNC=1 needs a Redis that has WAITAOF (Redis 7.2 or newer, or "
+            f"Valkey) running with appendonly yes; this one answered: {exc}"
+        ) from None
+    except (redis.ConnectionError, redis.TimeoutError):
+        log.warning("cannot check BGWORKER_ENQUEUE_FSYNC now: Redis is unreachable")
 
 
 def ctx(request: Request) -> AppContext:
@@ -71,6 +91,8 @@ def lifespan_for(settings: Settings) -> Lifespan:
             socket_connect_timeout=1,
             health_check_interval=30,
         )
+        if settings.enqueue_fsync:
+            await check_wait_aof(async_client)
         storage = Storage(settings.storage_dir)
         storage.ensure()
         celery = create_celery(settings)
@@ -82,7 +104,9 @@ def lifespan_for(settings: Settings) -> Lifespan:
             redis=sync_client,
             aredis=async_client,
             store=JobStore(sync_client, settings.job_retention_seconds),
-            jobs=AsyncJobStore(async_client, settings.job_retention_seconds),
+            jobs=AsyncJobStore(
+                async_client, settings.job_retention_seconds, wait_aof=settings.enqueue_fsync
+            ),
             celery=celery,
             storage=storage,
             metrics=registry,

@@ -568,11 +568,17 @@ class AsyncJobStore:
     """
 
     def __init__(
-        self, client: aioredis.Redis, retention_seconds: int, timeout: float = 5.0
+        self,
+        client: aioredis.Redis,
+        retention_seconds: int,
+        timeout: float = 5.0,
+        wait_aof: bool = False,
     ) -> None:
         self.client = client
         self.retention = retention_seconds
         self.timeout = timeout
+        # BGWORKER_ENQUEUE_FSYNC: a new job is answered only once Redis has fsynced it.
+        self.wait_aof = wait_aof
         self._create = client.register_script(_CREATE)
 
     async def create(
@@ -592,7 +598,21 @@ class AsyncJobStore:
             self.retention, kind, args, queue, job_id, idempotency, due, message, extra
         )
         async with self._bounded():
-            reply = await self._create(keys=call.keys, args=call.argv)
+            if not self.wait_aof:
+                reply = await self._create(keys=call.keys, args=call.argv)
+            else:
+                # WAITAOF waits for the writes of its own connection: one pipeline, so the
+                # script and the wait share a connection (and a round trip).
+                pipe = self.client.pipeline(transaction=False)
+                await self._create(keys=call.keys, args=call.argv, client=pipe)
+                # Within the call's bound, so a wait that runs out is told, not cut off.
+                wait_ms = max(100, int((self.timeout - 1) * 1000))
+                pipe.execute_command("WAITAOF", 1, 0, wait_ms)
+                reply, (fsynced, _replicas) = await pipe.execute()
+                if not fsynced:
+                    raise redis.TimeoutError(
+                        f"Redis did not fsync the new job within {self.timeout:g} s"
+                    )
         return call.result(reply)
 
     async def find_idempotent(self, key: str) -> Job | None:

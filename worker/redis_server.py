@@ -32,11 +32,16 @@ class RedisServer:
     """One redis-server process with append-only persistence under ``data_dir``."""
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, appendfsync: str = "everysec"
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        appendfsync: str = "everysec",
+        binary: str = "redis-server",
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendfsync = appendfsync
+        self.binary_name = binary  # or "valkey-server", which takes the same arguments
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -44,9 +49,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
-        binary = shutil.which("redis-server")
+        binary = shutil.which(self.binary_name)
         if binary is None:
-            raise SettingsError(INSTALL_HINT)
+            raise SettingsError(INSTALL_HINT.replace("redis-server", self.binary_name))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [

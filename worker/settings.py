@@ -122,6 +122,9 @@ class Settings:
     # a header; without it those thumbnails need the Bearer header.
     url_signing_key: str = field(default="", repr=False)
     signed_url_seconds: int = 24 * 3600
+    # Answer a new job only once Redis has fsynced it to its append-only file (WAITAOF,
+    # Redis >= 7.2 or Valkey): a host crash then loses no job the client got a 202 for.
+    enqueue_fsync: bool = False
     # The key clients of the API on this side send (`bgworker smoke`).
     api_key: str = field(default="", repr=False)
     max_event_streams: int = 1000
@@ -543,6 +546,7 @@ _ENV_FIELDS: dict[str, Callable[[str], object]] = {
     "url_signing_key": _secret("BGWORKER_URL_SIGNING_KEY"),
     "signed_url_seconds": _positive(int, 60),
     "api_key": str,
+    "enqueue_fsync": _bool,
     "max_event_streams": _positive(int),
     "event_stream_max_seconds": _positive(int),
 }
