@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from cachetools import TTLCache
 from starlette.requests import Request
 
+from api.quotas import Quotas
 from worker.auth import (
     ANONYMOUS_ADMIN,
     BOOTSTRAP_ADMIN,
@@ -36,8 +37,11 @@ HOW_TO_GET_A_KEY = (
 
 
 class Authenticator:
-    def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
+    def __init__(
+        self, settings: Settings, client: aioredis.Redis, quotas: Quotas | None = None
+    ) -> None:
         self.required = settings.auth == "required"
+        self.quotas = quotas  # each authenticated request is charged to its key
         self._admin_key = settings.admin_key
         self._client = client
         # Keyed by the token's hash, so the cache holds no secret.
@@ -70,6 +74,8 @@ class Authenticator:
 
     async def require(self, request: Request, scope: str) -> Principal:
         principal = await self.principal(request)
+        if self.quotas is not None and principal is not ANONYMOUS_ADMIN:
+            await self.quotas.charge(principal)
         if not principal.may(scope):
             raise Forbidden(
                 f"the key {principal.name!r} lacks the {scope!r} scope this route needs; "

@@ -20,6 +20,7 @@ from api import event_hub
 from api.auth import Authenticator
 from api.event_hub import EventHub
 from api.metrics import RedisCollector
+from api.quotas import Quotas
 from api.scheduler import janitor_forever, promote_forever, reap_forever
 from worker import redis_client
 from worker.celery_app import BgworkerCelery, create_celery
@@ -48,6 +49,7 @@ class AppContext:
     metrics: CollectorRegistry
     events: EventHub  # every event stream of this process, on one connection
     auth: Authenticator  # who each request acts as (its API key)
+    quotas: Quotas  # what one key may consume, and room in Redis for new jobs
 
 
 async def check_wait_aof(client: aioredis.Redis) -> None:
@@ -93,6 +95,7 @@ def lifespan_for(settings: Settings) -> Lifespan:
         )
         if settings.enqueue_fsync:
             await check_wait_aof(async_client)
+        quotas = Quotas(settings, async_client)
         storage = Storage(settings.storage_dir)
         storage.ensure()
         celery = create_celery(settings)
@@ -105,7 +108,10 @@ def lifespan_for(settings: Settings) -> Lifespan:
             aredis=async_client,
             store=JobStore(sync_client, settings.job_retention_seconds),
             jobs=AsyncJobStore(
-                async_client, settings.job_retention_seconds, wait_aof=settings.enqueue_fsync
+                async_client,
+                settings.job_retention_seconds,
+                wait_aof=settings.enqueue_fsync,
+                max_queued=settings.max_queued_jobs,
             ),
             celery=celery,
             storage=storage,
@@ -120,7 +126,8 @@ def lifespan_for(settings: Settings) -> Lifespan:
                 ),
                 settings.max_event_streams,
             ),
-            auth=Authenticator(settings, async_client),
+            auth=Authenticator(settings, async_client, quotas),
+            quotas=quotas,
         )
         context.events.start()
         loops = [

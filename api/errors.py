@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import redis
 from starlette.exceptions import HTTPException
@@ -10,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from worker.enqueue import BROKER_ERRORS
-from worker.errors import BgworkerError, BrokerUnavailable
+from worker.errors import BgworkerError, BrokerUnavailable, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ async def on_bgworker_error(request: Request, exc: Exception) -> Response:
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
     if exc.status == 401:  # RFC 6750: say which scheme to use
         headers = {"WWW-Authenticate": 'Bearer realm="bgworker"'}
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return error_response(exc.status, exc.code, exc.message, headers)
 
 

@@ -12,6 +12,8 @@
     │   ├── InvalidImage           422 invalid_image (corrupt, truncated, unreadable)
     │   └── ImageTooLarge          422 too_many_pixels (decompression bomb guard)
     ├── BrokerUnavailable          503 broker_unavailable (Redis unreachable; retry later)
+    ├── QueueFull                  503 queue_full (a bound on waiting jobs; retry later)
+    ├── RateLimited                429 rate_limited (too many requests from one key)
     ├── SettingsError              a BGWORKER_* variable is missing or malformed (start-up)
     ├── SmokeFailed                ``bgworker smoke`` found a broken installation
     └── TaskError                  raised inside a task body
@@ -93,6 +95,20 @@ class BrokerUnavailable(BgworkerError):
 
     status = 503
     code = "broker_unavailable"
+
+
+class QueueFull(BgworkerError):
+    status = 503
+    code = "queue_full"
+
+
+class RateLimited(BgworkerError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SettingsError(BgworkerError):

@@ -30,7 +30,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from worker.errors import Conflict, NotFound
+from worker.errors import Conflict, NotFound, QueueFull
 
 TERMINAL = frozenset({"succeeded", "failed", "dead", "cancelled"})
 
@@ -149,8 +149,10 @@ def error_info(code: str, message: str) -> dict[str, str]:
 # KEYS: idempotency key, job hash, events stream, state stats hash, scheduled set,
 #       queue list (where the message goes), active set
 # ARGV: job id, ttl, due ("" = not scheduled), use idempotency ("1"/"0"), job key prefix,
-#       message ("" = none), now, field/value pairs...
-# Returns false when created; {0, earlier job's record} when the idempotency key names a
+#       message ("" = none), now, the most jobs the queue may hold (0 = no bound),
+#       field/value pairs...
+# Returns false when created; {2, ''} when the queue is full (nothing written);
+# {0, earlier job's record} when the idempotency key names a
 # job that still exists; {1, record} when this job id exists already, which only happens
 # when the same call runs twice (redis-py retries a command whose reply it lost): the
 # second run changes nothing, so a retry never pushes a second message. Records are JSON
@@ -169,10 +171,14 @@ if ARGV[4] == '1' then
     if #record > 0 then return {0, cjson.encode(record)} end
   end
 end
+local limit = tonumber(ARGV[8])
+if limit > 0 and ARGV[6] ~= '' and redis.call('LLEN', KEYS[6]) >= limit then
+  return {2, ''}
+end
 if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[6], ARGV[6]) end
 if ARGV[4] == '1' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
 local fields = {}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', $MAXLEN, '*', unpack(fields))
@@ -313,9 +319,10 @@ return 0
 class JobStore:
     """Reads and changes job records; shared by the API (in a thread) and the workers."""
 
-    def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
+    def __init__(self, client: redis.Redis, retention_seconds: int, max_queued: int = 0) -> None:
         self.client = client
         self.retention = retention_seconds
+        self.max_queued = max_queued  # jobs one queue may hold (0: no bound)
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._progress = client.register_script(_PROGRESS)
@@ -347,7 +354,16 @@ class JobStore:
         (``owner``, ``public``, ``digest``).
         """
         call = _CreateCall(
-            self.retention, kind, args, queue, job_id, idempotency, due, message, extra
+            self.retention,
+            kind,
+            args,
+            queue,
+            job_id,
+            idempotency,
+            due,
+            message,
+            extra,
+            self.max_queued,
         )
         return call.result(self._create(keys=call.keys, args=call.argv))
 
@@ -573,10 +589,12 @@ class AsyncJobStore:
         retention_seconds: int,
         timeout: float = 5.0,
         wait_aof: bool = False,
+        max_queued: int = 0,
     ) -> None:
         self.client = client
         self.retention = retention_seconds
         self.timeout = timeout
+        self.max_queued = max_queued
         # BGWORKER_ENQUEUE_FSYNC: a new job is answered only once Redis has fsynced it.
         self.wait_aof = wait_aof
         self._create = client.register_script(_CREATE)
@@ -595,7 +613,16 @@ class AsyncJobStore:
     ) -> tuple[Job, bool]:
         """:meth:`JobStore.create`, one round trip on the event loop."""
         call = _CreateCall(
-            self.retention, kind, args, queue, job_id, idempotency, due, message, extra
+            self.retention,
+            kind,
+            args,
+            queue,
+            job_id,
+            idempotency,
+            due,
+            message,
+            extra,
+            self.max_queued,
         )
         async with self._bounded():
             if not self.wait_aof:
@@ -647,8 +674,11 @@ class _CreateCall:
         due: float | None,
         message: tuple[str, str] | None,
         extra: Mapping[str, str] | None = None,
+        max_queued: int = 0,
     ) -> None:
         job_id = job_id or new_id()
+        self.queue = queue
+        self.max_queued = max_queued
         record: dict[str, str] = {
             "id": job_id,
             "kind": kind,
@@ -671,6 +701,7 @@ class _CreateCall:
             job_key(""),
             entry,
             record["created_at"],
+            max_queued,
         ]
         for name, value in record.items():
             argv += [name, value]
@@ -690,6 +721,11 @@ class _CreateCall:
         if not reply:
             return Job.from_hash(self.record), True
         same, raw = reply
+        if same == 2:
+            raise QueueFull(
+                f"the {self.queue} queue holds {self.max_queued} waiting jobs already "
+                "(BGWORKER_MAX_QUEUED_JOBS); retry later, once workers have taken some"
+            )
         flat = json.loads(raw)
         job = Job.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
         return job, bool(same)

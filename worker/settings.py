@@ -125,6 +125,15 @@ class Settings:
     # Answer a new job only once Redis has fsynced it to its append-only file (WAITAOF,
     # Redis >= 7.2 or Valkey): a host crash then loses no job the client got a 202 for.
     enqueue_fsync: bool = False
+    # Requests one API key may make: a sustained rate and a burst (shared by every API
+    # replica, kept in Redis); beyond them 429 with Retry-After.
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 200
+    # Jobs one queue may hold waiting (LLEN); beyond it new jobs get 503 queue_full.
+    max_queued_jobs: int = 1_000_000
+    # New jobs are refused while Redis is within this share of its maxmemory, so that
+    # workers can still record the outcomes of the queued ones.
+    redis_memory_headroom_percent: int = 10
     # The key clients of the API on this side send (`bgworker smoke`).
     api_key: str = field(default="", repr=False)
     max_event_streams: int = 1000
@@ -337,6 +346,13 @@ def _positive(parse: Callable[[str], T], minimum: int = 1) -> Callable[[str], T]
     return check
 
 
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError("must be a number above 0")
+    return value
+
+
 def _between(low: int, high: int) -> Callable[[str], int]:
     def check(raw: str) -> int:
         value = int(raw)
@@ -547,6 +563,10 @@ _ENV_FIELDS: dict[str, Callable[[str], object]] = {
     "signed_url_seconds": _positive(int, 60),
     "api_key": str,
     "enqueue_fsync": _bool,
+    "rate_limit_per_second": _positive_float,
+    "rate_limit_burst": _positive(int),
+    "max_queued_jobs": _positive(int, 0),
+    "redis_memory_headroom_percent": _between(0, 90),
     "max_event_streams": _positive(int),
     "event_stream_max_seconds": _positive(int),
 }

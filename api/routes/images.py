@@ -40,6 +40,7 @@ async def upload(request: Request) -> Response:
     widths = params.widths(request.query_params.get("widths"), settings.thumbnail_widths)
     public = params.flag(request.query_params.get("public"), "public")
     key = params.scoped_key(principal, "images", params.idempotency_key(request))
+    await c.quotas.check_memory()
     temp = await receive_upload(request, c.storage, settings.max_upload_bytes)
     job_id = new_id()
     original = c.storage.original(job_id)

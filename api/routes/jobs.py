@@ -47,6 +47,7 @@ async def create_job(request: Request) -> Response:
     queue = params.priority(body.get("priority"))
     delay = _delay(body.get("delay_seconds", 0), c.settings.max_delay_seconds)
     clean_args = catalog.validate(task, args, c.settings)
+    await c.quotas.check_memory()
     digest = params.digest(
         {"task": task, "args": clean_args, "priority": queue, "delay_seconds": delay}
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import time
 
@@ -247,7 +246,8 @@ def test_streamed_upload_is_not_read_past_the_limit(api, settings):
         "server": ("127.0.0.1", 80),
         "state": dict(api.app_state),
     }
-    asyncio.run(api.app(scope, receive, send))
+    # On the loop the app's lifespan (and its Redis connections) run on.
+    api.portal.call(api.app, scope, receive, send)
     assert sent[0]["status"] == 413
     assert pulled * len(chunk) <= limit + 2 * len(chunk), "stopped reading at the limit"
 

@@ -304,12 +304,13 @@ users on a real redis-server and fails on any command Redis refuses them.
 - KEDA: on connect HELLO/AUTH (always allowed) and PING, then one EVAL of a script that
   runs TYPE and LLEN, HLEN, SCARD or ZCARD on the list it counts: read-only, and only on
   the queues and unacked. (CLIENT SETINFO, which Redis 7.2+ clients send on connect, is
-  left out: it fails harmlessly, and Redis 7.0 does not know it.) */}}
+  left out: it fails harmlessly, and Redis 7.0 does not know it.) The API also reads
+  INFO (memory: new jobs stop short of maxmemory, api/quotas.py). */}}
 {{- define "bgworker.redis.aclRules" -}}
 {{- $data := "+get +set +del +exists +expire +incr +hset +hsetnx +hget +hmget +hgetall +hincrby +hincrbyfloat +hlen +hexists +hvals +hdel +zadd +zrem +zrange +zrevrange +zrangebyscore +zcard +zscore +lpush +llen +lrange +lindex +xadd +xrange +xrevrange +sadd +smembers +srem" }}
 {{- $base := "resetkeys ~bgworker:* ~critical* ~default* ~low* ~unacked ~unacked_index ~unacked_mutex ~_kombu.* -@all +ping +select +multi +exec +discard +watch +unwatch +eval +evalsha +script|load +script|exists +time" }}
 {{- if eq . "api" }}
-{{- printf "resetchannels %s %s +xread +client|id +client|unblock" $base $data }}
+{{- printf "resetchannels %s %s +xread +client|id +client|unblock +info" $base $data }}
 {{- else if eq . "worker" }}
 {{- printf "resetchannels &/0.celery.pidbox %s ~*.celery.pidbox* %s +brpop +rpop +publish +psubscribe +punsubscribe +subscribe +unsubscribe" $base $data }}
 {{- else if eq . "keda" }}
