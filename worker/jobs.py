@@ -354,17 +354,8 @@ class JobStore:
         (``owner``, ``public``, ``digest``).
         """
         call = _CreateCall(
-            self.retention,
-            kind,
-            args,
-            queue,
-            job_id,
-            idempotency,
-            due,
-            message,
-            extra,
-            self.max_queued,
-        )
+            self.retention, kind, args, queue, job_id, idempotency, due, message, extra
+        ).bounded(self.max_queued)
         return call.result(self._create(keys=call.keys, args=call.argv))
 
     # -- reads ----------------------------------------------------------------------
@@ -613,17 +604,8 @@ class AsyncJobStore:
     ) -> tuple[Job, bool]:
         """:meth:`JobStore.create`, one round trip on the event loop."""
         call = _CreateCall(
-            self.retention,
-            kind,
-            args,
-            queue,
-            job_id,
-            idempotency,
-            due,
-            message,
-            extra,
-            self.max_queued,
-        )
+            self.retention, kind, args, queue, job_id, idempotency, due, message, extra
+        ).bounded(self.max_queued)
         async with self._bounded():
             if not self.wait_aof:
                 reply = await self._create(keys=call.keys, args=call.argv)
@@ -674,11 +656,10 @@ class _CreateCall:
         due: float | None,
         message: tuple[str, str] | None,
         extra: Mapping[str, str] | None = None,
-        max_queued: int = 0,
     ) -> None:
         job_id = job_id or new_id()
         self.queue = queue
-        self.max_queued = max_queued
+        self.max_queued = 0
         record: dict[str, str] = {
             "id": job_id,
             "kind": kind,
@@ -701,7 +682,7 @@ class _CreateCall:
             job_key(""),
             entry,
             record["created_at"],
-            max_queued,
+            0,  # the queue's bound: bounded()
         ]
         for name, value in record.items():
             argv += [name, value]
@@ -716,6 +697,12 @@ class _CreateCall:
             list_key,
             ACTIVE_SET,
         ]
+
+    def bounded(self, max_queued: int) -> _CreateCall:
+        """Refuse the job (QueueFull) when its queue holds ``max_queued`` (0: no bound)."""
+        self.max_queued = max_queued
+        self.argv[7] = max_queued
+        return self
 
     def result(self, reply: Any) -> tuple[Job, bool]:
         if not reply:
