@@ -83,7 +83,7 @@ def acl_redis(tmp_path: Path) -> Iterator[AclRedis]:
         (users_dir / item["path"]).write_text(PASSWORDS[item["path"]])
     port = free_port()
     for old, new in {
-        "/etc/redis/users": str(users_dir),
+        "/etc/bgworker/redis-users": str(users_dir),
         "/tmp/users.acl": str(tmp_path / "users.acl"),
         "--dir /data": f"--dir {tmp_path}",
         "--port 6379": f"--port {port} --bind 127.0.0.1",

@@ -33,7 +33,7 @@ def chart_redis(tmp_path, request):
     users.mkdir()
     for user in ("default", "api", "worker", "keda"):
         (users / user).write_text(PASSWORD if user == "default" else f"{user}-password")
-    script = script.replace("/etc/redis/users", str(users))
+    script = script.replace("/etc/bgworker/redis-users", str(users))
     script = script.replace("/tmp/users.acl", str(tmp_path / "users.acl"))
     proc = subprocess.Popen(
         ["sh", "-c", script], env={"REDIS_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin"}
