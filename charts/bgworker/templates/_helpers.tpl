@@ -298,7 +298,8 @@ users on a real redis-server and fails on any command Redis refuses them.
   records (hashes), sets of active/scheduled/dead jobs (sorted sets), event streams, queues.
 - The API: XREAD (one blocking read for every event stream) and CLIENT ID/UNBLOCK (to wake
   it), the reaper's HVALS/LRANGE/ZRANGE.
-- Workers: BRPOP/RPOP (taking messages), and kombu's pidbox broadcast (PUBLISH,
+- Workers: BRPOP/RPOP (taking messages), RPUSH (kombu restores a message whose visibility
+  timeout passed with RPUSH; the real cluster found it refused), and kombu's pidbox broadcast (PUBLISH,
   PSUBSCRIBE of /0.celery.pidbox, as a literal pattern: Redis matches a PSUBSCRIBE against the
   allowed channel patterns literally; the built-in Redis has only database 0).
 - KEDA: on connect HELLO/AUTH (always allowed) and PING, then one EVAL of a script that
@@ -312,7 +313,7 @@ users on a real redis-server and fails on any command Redis refuses them.
 {{- if eq . "api" }}
 {{- printf "resetchannels %s %s +xread +client|id +client|unblock +info" $base $data }}
 {{- else if eq . "worker" }}
-{{- printf "resetchannels &/0.celery.pidbox %s ~*.celery.pidbox* %s +brpop +rpop +publish +psubscribe +punsubscribe +subscribe +unsubscribe" $base $data }}
+{{- printf "resetchannels &/0.celery.pidbox %s ~*.celery.pidbox* %s +brpop +rpop +rpush +publish +psubscribe +punsubscribe +subscribe +unsubscribe" $base $data }}
 {{- else if eq . "keda" }}
 {{- "resetchannels resetkeys ~critical ~default ~low ~unacked -@all +ping +eval +type +llen +hlen +scard +zcard" }}
 {{- end }}
