@@ -74,7 +74,9 @@ class Authenticator:
 
     async def require(self, request: Request, scope: str) -> Principal:
         principal = await self.principal(request)
-        if self.quotas is not None and principal is not ANONYMOUS_ADMIN:
+        # Applications' keys are rate-limited; admin keys (operators, Prometheus, the helm
+        # test) are not: the real cluster suite's polling with the admin key met 429s.
+        if self.quotas is not None and not principal.admin:
             await self.quotas.charge(principal)
         if not principal.may(scope):
             raise Forbidden(
