@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from cluster.host import apt_get_install
+from tests.e2e.docker_images import apt_mirror, host_release, read_apt_sources
 from worker.errors import SettingsError
 from worker.redis_server import RedisServer
 from worker.settings import Settings
@@ -32,13 +33,12 @@ def _valkey() -> str:
             pytest.skip(
                 "valkey-server is missing: apt-get install -t bookworm-backports valkey-server"
             )
-        codename = "bookworm"
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("VERSION_CODENAME="):
-                codename = line.split("=", 1)[1].strip('"') or codename
+        # The host's own release and mirror, read from /etc, never written down here.
+        codename = host_release(Path("/etc/os-release").read_text())
+        mirror = apt_mirror(codename, read_apt_sources())
         sources = Path(f"/etc/apt/sources.list.d/{codename}-backports.list")
         if not sources.exists():
-            sources.write_text(f"deb http://deb.debian.org/debian {codename}-backports main\n")
+            sources.write_text(f"deb {mirror} {codename}-backports main\n")
         # No service may start from the package's scripts: tests run their own servers.
         policy = Path("/usr/sbin/policy-rc.d")
         had_policy = policy.exists()

@@ -253,7 +253,7 @@ def apt_mirror(codename: str, sources: dict[str, str]) -> str:
     raise Unavailable(f"no apt source for {codename} in /etc/apt: cannot debootstrap a base")
 
 
-def _read_apt_sources() -> dict[str, str]:
+def read_apt_sources() -> dict[str, str]:
     paths = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
     return {p.name: p.read_text(errors="replace") for p in paths if p.is_file()}
 
@@ -279,7 +279,7 @@ def local_base() -> str:
         return tag
     if shutil.which("debootstrap") is None:
         apt_install("debootstrap")
-    mirror = apt_mirror(codename, _read_apt_sources())
+    mirror = apt_mirror(codename, read_apt_sources())
     # Under /var/tmp: /tmp is often a small tmpfs and the tree is about 170 MB.
     with tempfile.TemporaryDirectory(prefix="bgworker-base-", dir="/var/tmp") as tmp:
         root = Path(tmp) / "rootfs"
